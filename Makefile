@@ -1,0 +1,55 @@
+# One entry point for people and CI. `make demo` and `make test` run `setup` first, so a fresh
+# Debian 12 machine needs nothing else.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+APT_PACKAGES := qemu-system-x86 qemu-utils bubblewrap skopeo mmdebstrap s6 execline \
+	apt-utils e2fsprogs xz-utils zstd
+# Runs pytest on a tier only once it holds tests, so a missing tier is said, not hidden.
+define run_tier
+	@if compgen -G "$(1)/test_*.py" >/dev/null; then $(PYTEST) $(1) $(PYTEST_ARGS); \
+	else echo "$(1): no tests yet"; fi
+endef
+
+.PHONY: setup demo test unit-tests sandbox-tests vm-tests lint bench docs clean
+
+setup: $(VENV)/.installed
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing $$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/cimages eval images/example.yaml --option image.name
+
+test: setup lint unit-tests sandbox-tests vm-tests
+
+lint: setup
+	$(VENV)/bin/ruff check framework tests sandbox_tests vmtests conftest.py
+
+unit-tests: setup
+	$(call run_tier,tests)
+
+sandbox-tests: setup
+	$(call run_tier,sandbox_tests)
+
+vm-tests: setup
+	$(call run_tier,vmtests)
+
+bench: setup
+	$(PY) -m framework.bench
+
+docs: setup
+	$(VENV)/bin/cimages options > docs/options.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache bench/results.json

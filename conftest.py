@@ -1,0 +1,1 @@
+"""Registers the project's pytest plugin for every test folder."""

@@ -1,0 +1,1 @@
+"""cimages: declarative container images, built without a Docker daemon and tested in two tiers."""

@@ -1,0 +1,283 @@
+"""Option types: each checks its definitions and merges them into one value.
+
+Merge rules (SPEC section 3): mappings recurse key by key, lists concatenate in definition
+order, scalars must agree unless priorities (`!default` < plain < `!force`) decide.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from framework.errors import UserError
+from framework.modules.nodes import FORCE, Node, describe
+
+
+def join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def best_priority(defs: list[Node]) -> list[Node]:
+    top = min(d.priority for d in defs)
+    return [d for d in defs if d.priority == top]
+
+
+def type_error(path: str, node: Node, expected: str) -> UserError:
+    return UserError(
+        f"{node.loc}: option `{path}` expects {expected}, got {describe(node.value)}"
+    )
+
+
+class OptionType:
+    description: str
+
+    def merge(self, path: str, defs: list[Node]) -> Any:
+        raise NotImplementedError
+
+    def matches_shape(self, node: Node) -> bool:
+        """Whether a definition looks like this type (used by `either`)."""
+        return not isinstance(node.value, dict | list)
+
+
+@dataclass
+class Scalar(OptionType):
+    description: str
+    check: Callable[[Any], bool]
+    convert: Callable[[Node], Any] = field(default=lambda node: node.value)
+
+    def merge(self, path: str, defs: list[Node]) -> Any:
+        chosen = best_priority(defs)
+        values: list[tuple[Any, Node]] = []
+        for node in chosen:
+            if not self.check(node.value):
+                raise type_error(path, node, self.description)
+            value = self.convert(node)
+            if all(value != seen for seen, _ in values):
+                values.append((value, node))
+        if len(values) > 1:
+            (first, a), (second, b) = values[:2]
+            if a.priority == FORCE:
+                raise UserError(
+                    f"option `{path}` is tagged !force twice with different values: "
+                    f"{first!r} at {a.loc} and {second!r} at {b.loc}; keep one !force"
+                )
+            raise UserError(
+                f"conflicting values for option `{path}`: {first!r} at {a.loc} and "
+                f"{second!r} at {b.loc}; tag one of them !default (lower priority) or "
+                f"!force (higher priority), or make them agree"
+            )
+        return values[0][0]
+
+    def matches_shape(self, node: Node) -> bool:
+        return not isinstance(node.value, dict | list) and self.check(node.value)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def string(pattern: str | None = None, what: str = "a string") -> Scalar:
+    if pattern is None:
+        return Scalar(what, _is_str)
+    regex = re.compile(pattern)
+    return Scalar(what, lambda v: isinstance(v, str) and regex.fullmatch(v) is not None)
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Scalar:
+    bounds = ""
+    if minimum is not None and maximum is not None:
+        bounds = f" between {minimum} and {maximum}"
+    elif minimum is not None:
+        bounds = f" of at least {minimum}"
+
+    def check(value: Any) -> bool:
+        return (
+            _is_int(value)
+            and (minimum is None or value >= minimum)
+            and (maximum is None or value <= maximum)
+        )
+
+    return Scalar(f"an integer{bounds}", check)
+
+
+def enum(*choices: str) -> Scalar:
+    return Scalar("one of " + ", ".join(repr(c) for c in choices), lambda v: v in choices)
+
+
+def _resolve_path(node: Node) -> str:
+    base = Path(node.loc.file).parent
+    return str((base / node.value).resolve()) if not Path(node.value).is_absolute() else node.value
+
+
+str_ = string()
+int_ = integer()
+bool_ = Scalar("a boolean (true or false)", lambda v: isinstance(v, bool))
+# A host path; relative paths are resolved against the file that wrote them, as Nix does.
+path = Scalar("a path", _is_str, _resolve_path)
+package = string(r"[a-z0-9][a-z0-9+.\-]+(:[a-z0-9]+)?", "a Debian package name (e.g. nginx)")
+port = integer(1, 65535)
+absolute_path = string(r"/.*", "an absolute path inside the image (e.g. /srv)")
+
+
+@dataclass
+class NullOr(OptionType):
+    inner: OptionType
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"null or {self.inner.description}"
+
+    def merge(self, path: str, defs: list[Node]) -> Any:
+        chosen = best_priority(defs)
+        real = [d for d in chosen if d.value is not None]
+        if not real:
+            return None
+        if len(real) != len(chosen):
+            null = next(d for d in chosen if d.value is None)
+            raise UserError(
+                f"conflicting values for option `{path}`: null at {null.loc} and a value at "
+                f"{real[0].loc}; tag one of them !default or !force"
+            )
+        return self.inner.merge(path, real)
+
+    def matches_shape(self, node: Node) -> bool:
+        return node.value is None or self.inner.matches_shape(node)
+
+
+@dataclass
+class ListOf(OptionType):
+    elem: OptionType
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"list of {self.elem.description}"
+
+    def merge(self, path: str, defs: list[Node]) -> list[Any]:
+        out: list[Any] = []
+        for node in best_priority(defs):
+            if not isinstance(node.value, list):
+                raise type_error(path, node, f"a list ({self.description})")
+            out.extend(
+                self.elem.merge(f"{path}[{i}]", [item]) for i, item in enumerate(node.value)
+            )
+        return out
+
+    def matches_shape(self, node: Node) -> bool:
+        return isinstance(node.value, list)
+
+
+def _mapping_defs(path: str, defs: list[Node], expected: str) -> list[Node]:
+    for node in defs:
+        if not isinstance(node.value, dict):
+            raise type_error(path, node, expected)
+    return defs
+
+
+@dataclass
+class AttrsOf(OptionType):
+    elem: OptionType
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"attribute set of {self.elem.description}"
+
+    def merge(self, path: str, defs: list[Node]) -> dict[str, Any]:
+        _mapping_defs(path, defs, f"a mapping ({self.description})")
+        keys: dict[str, list[Node]] = {}
+        for node in defs:
+            for key, child in node.value.items():
+                keys.setdefault(key, []).append(child)
+        return {key: self.elem.merge(join(path, key), children) for key, children in keys.items()}
+
+    def matches_shape(self, node: Node) -> bool:
+        return isinstance(node.value, dict)
+
+
+@dataclass
+class Either(OptionType):
+    """The first alternative whose shape every definition has."""
+
+    alternatives: tuple[OptionType, ...]
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return " or ".join(t.description for t in self.alternatives)
+
+    def merge(self, path: str, defs: list[Node]) -> Any:
+        chosen = best_priority(defs)
+        for alternative in self.alternatives:
+            if all(alternative.matches_shape(d) for d in chosen):
+                return alternative.merge(path, chosen)
+        odd = next(d for d in chosen if not any(a.matches_shape(d) for a in self.alternatives))
+        raise type_error(path, odd, self.description)
+
+    def matches_shape(self, node: Node) -> bool:
+        return any(a.matches_shape(node) for a in self.alternatives)
+
+
+def either(*alternatives: OptionType) -> Either:
+    return Either(alternatives)
+
+
+@dataclass
+class Submodule(OptionType):
+    """A fixed set of named options. With `freeform`, unknown keys are kept as plain data
+    (the systemd module warns about them instead of dropping them)."""
+
+    options: Mapping[str, Any]
+    freeform: bool = False
+    description: str = "submodule"
+
+    def merge(self, path: str, defs: list[Node]) -> dict[str, Any]:
+        from framework.modules.merge import merge_tree
+
+        _mapping_defs(path, defs, "a mapping of options")
+        return merge_tree(self.options, defs, path, freeform=self.freeform)
+
+    def matches_shape(self, node: Node) -> bool:
+        return isinstance(node.value, dict)
+
+
+def list_of(elem: OptionType) -> ListOf:
+    return ListOf(elem)
+
+
+def attrs_of(elem: OptionType) -> AttrsOf:
+    return AttrsOf(elem)
+
+
+def null_or(inner: OptionType) -> NullOr:
+    return NullOr(inner)
+
+
+def submodule(options: Mapping[str, Any], freeform: bool = False) -> Submodule:
+    return Submodule(options, freeform)
+
+
+class Anything(OptionType):
+    """Free data: mappings recurse, lists concatenate, scalars must agree (the laws above)."""
+
+    description = "any YAML value"
+
+    def merge(self, path: str, defs: list[Node]) -> Any:
+        chosen = best_priority(defs)
+        if all(isinstance(d.value, dict) for d in chosen):
+            return AttrsOf(self).merge(path, chosen)
+        if all(isinstance(d.value, list) for d in chosen):
+            return ListOf(self).merge(path, chosen)
+        return Scalar("a plain value", lambda v: not isinstance(v, dict | list)).merge(
+            path, chosen
+        )
+
+    def matches_shape(self, node: Node) -> bool:
+        return True
+
+
+anything = Anything()

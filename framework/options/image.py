@@ -1,0 +1,76 @@
+"""`image.*`: what the OCI image config says, and how the image is assembled."""
+
+from framework.modules import Module, option
+from framework.modules import types as t
+
+exposed_port = t.either(t.port, t.string(r"\d{1,5}(/(tcp|udp|sctp))?", "a port like 5000/tcp"))
+
+MODULE = Module(
+    name="image",
+    source=__file__,
+    options={
+        "image": {
+            "name": option(
+                t.string(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*",
+                         "an image name (lowercase letters, digits, . _ - /)"),
+                description="The image's repository name (required).",
+                example="nginx",
+            ),
+            "tag": option(
+                t.string(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", "a tag (letters, digits, . _ -)"),
+                "latest",
+                "The image tag.",
+            ),
+            "entryPoint": option(
+                t.null_or(t.list_of(t.str_)),
+                None,
+                "The container's entry point. With s6 services defined and no entry point "
+                "set, it is the s6 init.",
+                ["/bin/hello"],
+            ),
+            "cmd": option(t.null_or(t.list_of(t.str_)), None, "Default arguments.", ["-g"]),
+            "env": option(
+                t.attrs_of(t.str_), {}, "Environment variables of the image config.",
+                {"KEY": "value"},
+            ),
+            "workingDir": option(t.null_or(t.absolute_path), None, "Working directory.", "/srv"),
+            "user": option(
+                t.null_or(t.str_), None, "User (name or uid[:gid]) the container runs as.",
+                "alice",
+            ),
+            "exposedPorts": option(
+                t.list_of(exposed_port), [], "Ports the image declares (port or port/proto).",
+                [80, "5000/udp"],
+            ),
+            "labels": option(t.attrs_of(t.str_), {}, "OCI labels.",
+                             {"org.opencontainers.image.source": "https://example.org"}),
+            "maxLayers": option(
+                t.integer(2, 125),
+                100,
+                "Most layers the image may have; packages beyond it share layers "
+                "(the least popular packages are merged first).",
+            ),
+            "created": option(
+                t.string(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "a UTC timestamp like "
+                         "1970-01-01T00:00:01Z"),
+                "1970-01-01T00:00:01Z",
+                "Creation time in the config and the mtime of every file: fixed, so builds "
+                "are reproducible.",
+            ),
+            "from": option(
+                t.null_or(t.path),
+                None,
+                "A base image: an OCI layout directory, a docker-archive tar, or another "
+                "definition file (relative to this file). Its layers come first.",
+                "./hello.yaml",
+            ),
+            "run": option(
+                t.list_of(t.str_), [], "Shell lines run at build time on the image root, in a "
+                "sandbox.", ["mkdir -p /srv/www"],
+            ),
+            "interactive": option(
+                t.bool_, False, "Adds a shell and coreutils, for `docker run -it IMAGE sh`."
+            ),
+        }
+    },
+)

@@ -1,0 +1,48 @@
+"""`s6.*`: services supervised by the image's s6 init."""
+
+from framework.modules import Module, option
+from framework.modules import types as t
+
+READINESS = t.either(
+    t.port,
+    t.string(r"up|notification-fd|/.+", "`up`, `notification-fd`, a TCP port or an absolute "
+             "file path"),
+)
+
+SERVICE = t.submodule(
+    {
+        "type": option(t.enum("oneshot-pre", "long-run", "oneshot-post"), "long-run",
+                       "oneshot-pre runs before the long-runs, oneshot-post after them."),
+        "execStart": option(t.null_or(t.str_), None, "The command line to run.",
+                            "nginx -g 'daemon off;'"),
+        "script": option(t.null_or(t.str_), None, "Shell text to run (instead of execStart).",
+                         "echo hello"),
+        "after": option(t.list_of(t.str_), [], "Services this one starts after.", ["setup"]),
+        "restartOnFailure": option(t.bool_, False,
+                                   "Restart a long-run that exits non-zero instead of "
+                                   "stopping the container."),
+        "user": option(t.null_or(t.str_), None, "Run as this user.", "nginx"),
+        "workingDirectory": option(t.null_or(t.absolute_path), None, "Working directory.",
+                                   "/srv"),
+        "environment": option(t.attrs_of(t.str_), {}, "Variables added to the caller's "
+                              "environment.", {"KEY": "value"}),
+        "path": option(t.list_of(t.package), [], "Packages whose bin directories join PATH "
+                       "(and are added to the image).", ["curl"]),
+        "enable": option(t.bool_, True, "Whether the service exists."),
+        "execLogger": option(t.null_or(t.str_), None, "A command receiving the service's "
+                             "stdout.", "sed -u 's/^/prefix - /'"),
+        "readiness": option(READINESS, "up", "When a long-run counts as ready for the "
+                            "oneshot-posts after it.", 8080),
+    }
+)
+
+MODULE = Module(
+    name="s6",
+    source=__file__,
+    options={
+        "s6": {
+            "services": option(t.attrs_of(SERVICE), {}, "Services of the s6 init.",
+                               {"web": {"execStart": "python3 -m http.server 8000"}}),
+        }
+    },
+)
