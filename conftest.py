@@ -1,1 +1,3 @@
-"""Registers the project's pytest plugin for every test folder."""
+"""Registers the project's pytest plugins for every test folder."""
+
+pytest_plugins: list[str] = []

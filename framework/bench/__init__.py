@@ -1,0 +1,1 @@
+"""`make bench`: runs every benchmark module and writes bench/results.json."""
