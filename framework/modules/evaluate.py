@@ -60,9 +60,10 @@ def collect_modules(root: Path) -> list[tuple[Path, Node]]:
         if path in seen:
             return
         if not path.is_file():
-            where = f"{import_loc}: " if import_loc else ""
+            if import_loc is None:
+                raise UserError(f"{display_path(path)}: no such file; check the path")
             raise UserError(
-                f"{where}imported file {display_path(path)} does not exist; "
+                f"{import_loc}: imported file {display_path(path)} does not exist; "
                 "fix the path (imports are relative to the importing file)"
             )
         node = load_module_file(Path(display_path(path)))

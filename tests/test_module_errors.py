@@ -1,0 +1,111 @@
+"""Every kind of bad input: exit code 2, one clear message, nothing on stdout."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from framework.cli import main
+
+
+def run_eval(capsys: pytest.CaptureFixture[str], path, *extra: str) -> tuple[int, str, str]:
+    code = main(["eval", str(path), *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(capsys, path, pattern: str) -> str:
+    code, out, err = run_eval(capsys, path)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("cimages: error: ")
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.search(pattern, err), err
+    return err
+
+
+def test_malformed_yaml_names_file_line_and_column(write, capsys):
+    path = write("bad.yaml", "image:\n  name: [unclosed\n  tag: x\n")
+    assert_user_error(capsys, path, r"bad\.yaml:3:6: malformed YAML")
+
+
+def test_unknown_option_suggests_the_close_one(write, capsys):
+    path = write("typo.yaml", "image:\n  nmae: hello\n")
+    assert_user_error(
+        capsys, path, r"typo\.yaml:2:9: unknown option `image\.nmae`; did you mean `image\.name`\?"
+    )
+
+
+def test_unknown_top_level_option_lists_what_exists(write, capsys):
+    path = write("top.yaml", "image: {name: a}\nservicez: {}\n")
+    assert_user_error(capsys, path, r"unknown option `servicez`; did you mean `services`")
+
+
+def test_wrong_type_says_expected_and_got(write, capsys):
+    path = write("type.yaml", "image:\n  name: a\n  maxLayers: lots\n")
+    assert_user_error(
+        capsys, path, r"type\.yaml:3:14: option `image\.maxLayers` expects an integer "
+        r"between 2 and 125, got a string 'lots'"
+    )
+
+
+def test_wrong_type_inside_a_list(write, capsys):
+    path = write("list.yaml", "image: {name: a}\nenvironment:\n  systemPackages: [hello, 3]\n")
+    assert_user_error(
+        capsys, path, r"list\.yaml:3:27: option `environment\.systemPackages\[1\]` expects a "
+        r"Debian package name"
+    )
+
+
+def test_conflicting_scalars_name_both_files_and_lines(write, capsys):
+    write("a.yaml", "image:\n  name: one\n")
+    path = write("b.yaml", "imports: [a.yaml]\nimage:\n  name: two\n")
+    assert_user_error(
+        capsys, path, r"conflicting values for option `image\.name`: 'one' at .*a\.yaml:2:9 "
+        r"and 'two' at .*b\.yaml:3:9; tag one of them !default"
+    )
+
+
+def test_import_cycle_shows_the_cycle(write, capsys):
+    write("a.yaml", "imports: [b.yaml]\n")
+    write("b.yaml", "imports: [c.yaml]\n")
+    write("c.yaml", "imports: [a.yaml]\n")
+    path = write("top.yaml", "imports: [a.yaml]\nimage: {name: x}\n")
+    assert_user_error(
+        capsys, path, r"import cycle: \S*a\.yaml -> \S*b\.yaml -> \S*c\.yaml -> \S*a\.yaml"
+    )
+
+
+def test_missing_import_names_the_importing_line(write, capsys):
+    path = write("top.yaml", "image: {name: x}\nimports:\n  - ./nowhere.yaml\n")
+    assert_user_error(
+        capsys, path, r"top\.yaml:3:5: imported file \S*nowhere\.yaml does not exist"
+    )
+
+
+def test_missing_image_name(write, capsys):
+    path = write("noname.yaml", "environment:\n  systemPackages: [hello]\n")
+    assert_user_error(capsys, path, r"required option `image\.name` is not set")
+
+
+def test_force_on_both_sides(write, capsys):
+    write("a.yaml", "image:\n  name: !force one\n")
+    path = write("b.yaml", "imports: [a.yaml]\nimage:\n  name: !force two\n")
+    assert_user_error(capsys, path, r"`image\.name` is tagged !force twice with different values")
+
+
+def test_unknown_tag(write, capsys):
+    path = write("tag.yaml", "image:\n  name: !forse one\n")
+    assert_user_error(capsys, path, r"tag\.yaml:2:9: unknown tag !forse")
+
+
+def test_unknown_option_path_on_the_command_line(write, capsys):
+    path = write("ok.yaml", "image: {name: x}\n")
+    code, _, err = run_eval(capsys, path, "--option", "image.nope")
+    assert code == 2
+    assert "no option `image.nope`" in err
+
+
+def test_missing_file(tmp_path, capsys):
+    assert_user_error(capsys, tmp_path / "absent.yaml", r"absent\.yaml: no such file")
