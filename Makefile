@@ -34,7 +34,7 @@ demo: setup
 test: setup lint unit-tests sandbox-tests vm-tests
 
 lint: setup
-	$(VENV)/bin/ruff check framework tests sandbox_tests vmtests conftest.py
+	$(VENV)/bin/ruff check .
 
 unit-tests: setup
 	$(call run_tier,tests)
