@@ -1,7 +1,11 @@
 """`services.nginx`: nginx with virtual hosts, run through the systemd translation."""
 
-from framework.modules import Module, option
+from collections.abc import Mapping
+from typing import Any
+
+from framework.modules import Config, Module, option
 from framework.modules import types as t
+from framework.options import nginx_conf
 
 LOCATION = t.submodule(
     {
@@ -29,6 +33,52 @@ VHOST = t.submodule(
     }
 )
 
+# As in NixOS: with no virtual host defined, `localhost` serves the package's default page
+# (Debian's /usr/share/nginx/html). The default is spelled out because a bare `{}` is not
+# merged through the submodule, so its sub-options would be missing.
+DEFAULT_VHOSTS = {"localhost": VHOST.merge("services.nginx.virtualHosts.localhost", [])}
+
+# `nginx -t` first, so a bad configuration fails the start with nginx's own message.
+PRE_START = f"""\
+mkdir -p {nginx_conf.RUN_DIR} {nginx_conf.CACHE_DIR} {nginx_conf.LOG_DIR}
+/usr/sbin/nginx -t -q -c {nginx_conf.CONF_PATH}
+"""
+
+
+def _config(cfg: Config) -> Mapping[str, Any]:
+    nginx = cfg["services"]["nginx"]
+    if not nginx["enable"]:
+        return {}
+    user = nginx_conf.USER
+    return {
+        "environment": {
+            "systemPackages": [nginx["package"]],
+            "etc": {"nginx/nginx.conf": {"text": nginx_conf.render(nginx)}},
+        },
+        "users": {
+            "users": {user: {"isSystemUser": True, "group": user,
+                             "description": "nginx web server"}},
+            "groups": {user: {}},
+        },
+        "systemd": {
+            "services": {
+                "nginx": {
+                    "preStart": PRE_START,
+                    # preStart's mkdir; nginx itself needs nothing on PATH.
+                    "path": ["coreutils"],
+                    # No Restart=: a dead nginx stops the container and its orchestrator's
+                    # restart policy decides, instead of a silent restart loop inside.
+                    "serviceConfig": {
+                        "Type": "simple",
+                        "ExecStart": f"/usr/sbin/nginx -c {nginx_conf.CONF_PATH}",
+                    },
+                    "wantedBy": ["multi-user.target"],
+                }
+            }
+        },
+    }
+
+
 MODULE = Module(
     name="services.nginx",
     source=__file__,
@@ -37,10 +87,12 @@ MODULE = Module(
             "nginx": {
                 "enable": option(t.bool_, False, "Run nginx."),
                 "package": option(t.package, "nginx", "The Debian package providing nginx."),
-                "virtualHosts": option(t.attrs_of(VHOST), {}, "Virtual hosts by server name.",
+                "virtualHosts": option(t.attrs_of(VHOST), DEFAULT_VHOSTS,
+                                       "Virtual hosts by server name.",
                                        {"localhost": {"root": "/srv/www"}}),
                 "appendHttpConfig": option(t.str_, "", "Lines added to the http block."),
             }
         }
     },
+    config=_config,
 )

@@ -2,8 +2,12 @@
 
 Unknown keys are kept (freeform) so the translation can warn about each of them."""
 
-from framework.modules import Module, option
+from collections.abc import Mapping
+from typing import Any
+
+from framework.modules import Config, Module, option
 from framework.modules import types as t
+from framework.options.systemd_translation import conflicts, translate
 
 STR_OR_LIST = t.either(t.str_, t.list_of(t.str_))
 
@@ -32,7 +36,10 @@ SERVICE = t.submodule(
         "enable": option(t.bool_, True, "Whether the service exists."),
         "script": option(t.null_or(t.str_), None, "Shell text of the main process."),
         "preStart": option(t.null_or(t.str_), None, "Shell text run before the main process."),
-        "serviceConfig": option(SERVICE_CONFIG, {}, "The [Service] section subset."),
+        # The default spelled out (every sub-option at its default): a bare `{}` default is
+        # not merged through the submodule, so its sub-options would be missing.
+        "serviceConfig": option(SERVICE_CONFIG, SERVICE_CONFIG.merge("serviceConfig", []),
+                                "The [Service] section subset."),
         "environment": option(t.attrs_of(t.str_), {}, "Environment variables."),
         "path": option(t.list_of(t.package), [], "Packages whose bin directories join PATH."),
         "after": option(t.list_of(t.str_), [], "Ordering among oneshots (.service suffix "
@@ -42,6 +49,18 @@ SERVICE = t.submodule(
     },
     freeform=True,
 )
+
+def _config(cfg: Config) -> Mapping[str, Any]:
+    return {"s6": {"services": translate(cfg["systemd"]["services"]).services}}
+
+
+def _warnings(cfg: Config) -> list[str]:
+    return translate(cfg["systemd"]["services"]).warnings
+
+
+def _assertions(cfg: Config) -> list[str]:
+    return conflicts(cfg["systemd"]["services"])
+
 
 MODULE = Module(
     name="systemd",
@@ -53,4 +72,7 @@ MODULE = Module(
                                           {"Type": "oneshot"}}}),
         }
     },
+    config=_config,
+    warnings=_warnings,
+    assertions=_assertions,
 )
