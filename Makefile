@@ -5,14 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 APT_PACKAGES := qemu-system-x86 qemu-utils bubblewrap skopeo mmdebstrap s6 execline \
-	apt-utils e2fsprogs xz-utils zstd
+	apt-utils e2fsprogs xz-utils zstd chromium
 # Runs pytest on a tier only once it holds tests, so a missing tier is said, not hidden.
 define run_tier
-	@if compgen -G "$(1)/test_*.py" >/dev/null; then $(PYTEST) $(1) $(PYTEST_ARGS); \
+	@if compgen -G "$(1)/test_*.py" >/dev/null; then \
+		$(PYTEST) $(1) --alluredir=allure-results/$(1) --clean-alluredir $(PYTEST_ARGS); \
 	else echo "$(1): no tests yet"; fi
 endef
 
-.PHONY: setup demo test unit-tests sandbox-tests vm-tests lint bench docs clean
+.PHONY: setup demo test unit-tests sandbox-tests vm-tests lint bench docs report clean
 
 setup: $(VENV)/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -21,6 +22,8 @@ setup: $(VENV)/.installed
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 			--no-install-recommends $$missing; \
 	fi
+	@# Allure's CLI comes from npm; Debian's nodejs/npm only where the machine has no Node.
+	@command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -48,8 +51,13 @@ vm-tests: setup
 bench: setup
 	$(PY) -m framework.bench
 
+# The Allure HTML report of the last test run (each tier writes allure-results/<tier>).
+report: setup
+	$(VENV)/bin/cimages report allure-results/* -o allure-report
+
 docs: setup
 	$(VENV)/bin/cimages options > docs/options.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache bench/results.json
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache bench/results.json \
+		allure-results allure-report

@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from framework.cli import evaluate, options
+from framework.cli import ci_cell, evaluate, matrix, options, report
 from framework.errors import UserError
 
-COMMANDS = [evaluate, options]
+COMMANDS = [evaluate, options, matrix, ci_cell, report]
 
 
 def parser() -> argparse.ArgumentParser:
