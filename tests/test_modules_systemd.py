@@ -124,7 +124,8 @@ def test_user_working_directory_environment_and_path_are_honoured(tmp_path):
     assert web["workingDirectory"] == "/srv"
     assert web["environment"] == {"A": "from-serviceConfig", "B": "b", "C": "with space",
                                   "D": "d"}
-    assert web["path"] == ["curl"]
+    # NixOS's default unit PATH comes first.
+    assert web["path"] == ["coreutils", "findutils", "grep", "sed", "curl"]
 
 
 def test_group_switches_user_and_group_with_s6_tools(tmp_path):

@@ -64,8 +64,6 @@ def _config(cfg: Config) -> Mapping[str, Any]:
             "services": {
                 "nginx": {
                     "preStart": PRE_START,
-                    # preStart's mkdir; nginx itself needs nothing on PATH.
-                    "path": ["coreutils"],
                     # No Restart=: a dead nginx stops the container and its orchestrator's
                     # restart policy decides, instead of a silent restart loop inside.
                     "serviceConfig": {

@@ -41,7 +41,8 @@ SERVICE = t.submodule(
         "serviceConfig": option(SERVICE_CONFIG, SERVICE_CONFIG.merge("serviceConfig", []),
                                 "The [Service] section subset."),
         "environment": option(t.attrs_of(t.str_), {}, "Environment variables."),
-        "path": option(t.list_of(t.package), [], "Packages whose bin directories join PATH."),
+        "path": option(t.list_of(t.package), [], "Packages whose bin directories join PATH "
+                       "(after coreutils, findutils, grep and sed, as in NixOS)."),
         "after": option(t.list_of(t.str_), [], "Ordering among oneshots (.service suffix "
                         "optional)."),
         "wantedBy": option(t.list_of(t.str_), [], "Accepted for compatibility; every enabled "

@@ -38,6 +38,8 @@ EXEC_PREFIXES = "@-+!:"
 # execline's `exec` sets argv[0] (`exec -a`); Debian's /bin/sh (dash) cannot, and execline
 # is in every image with s6 services.
 EXECLINE_EXEC = "/usr/lib/execline/bin/exec"
+# What NixOS (and the seed) put on every unit's PATH, so scripts find the usual tools.
+DEFAULT_PATH = ["coreutils", "findutils", "grep", "sed"]
 # The shell the s6 init runs every script with (framework/s6); images need no other one.
 SHELL = "/bin/busybox sh"
 
@@ -210,7 +212,7 @@ class _ServiceTranslator:
             # `environment` first, so in systemd the later Environment= lines win too.
             "environment": {**self.svc["environment"],
                             **environment_assignments(self.conf["Environment"])},
-            "path": list(self.svc["path"]),
+            "path": list(dict.fromkeys([*DEFAULT_PATH, *self.svc["path"]])),
         }
         if self.conf["User"] is not None and self.conf["Group"] is None:
             out["user"] = self.conf["User"]
