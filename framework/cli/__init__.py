@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from framework.cli import ci_cell, evaluate, matrix, options, report
+from framework.cli import build, ci_cell, evaluate, lock, matrix, options, report
 from framework.errors import UserError
 
-COMMANDS = [evaluate, options, matrix, ci_cell, report]
+COMMANDS = [evaluate, options, matrix, ci_cell, report, build, lock]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,307 @@
+"""`build(definition)`: a definition and its lock to an OCI layout and a docker-archive."""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from framework.builder import layercache, maintscripts
+from framework.builder.accounts import Accounts, account_files, accounts
+from framework.builder.base import load_base
+from framework.builder.deb import control_files, data_tar
+from framework.builder.download import download
+from framework.builder.generated import GENERATORS
+from framework.builder.grouping import group_packages
+from framework.builder.layer import Entry, LayerBlob, write_layer
+from framework.builder.lockfile import Lock, LockedPackage, lock_path, write_lock
+from framework.builder.oci import (
+    LAYER_GZIP,
+    ImageLayer,
+    image_config,
+    write_docker_archive,
+    write_layout,
+)
+from framework.builder.progress import Progress
+from framework.builder.resolve import lock_for_build, requested_packages
+from framework.builder.sbom import spdx
+from framework.builder.unpack import MERGED_USR, IdMap, unpack_deb, usr_path
+from framework.errors import UserError
+from framework.image_files import ImageFile
+from framework.modules import evaluate
+
+
+@dataclass
+class BuildResult:
+    name: str
+    tag: str
+    digest: str  # manifest digest, "sha256:..."
+    oci_dir: Path
+    archive: Path  # docker-archive tar
+    layers: list[Path]  # layer blobs in oci_dir, base first
+    config: dict[str, Any]  # the evaluated definition
+    lock_path: Path
+    sbom: Path
+    size: int  # bytes of all layer blobs
+    seconds: float
+    reused_layers: int = 0
+    written_layers: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Stats:
+    reused: int = 0
+    written: int = 0
+
+
+def _epoch(created: str) -> int:
+    return calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _base_entries() -> list[Entry]:
+    """Debian's merged-/usr layout and the directories every root has."""
+    entries = [Entry(name, "symlink", 0o777, link=f"usr/{name}") for name in MERGED_USR]
+    entries += [Entry(f"usr/{name}", "dir", 0o755) for name in ("bin", "sbin", "lib")]
+    entries += [Entry("tmp", "dir", 0o1777), Entry("var/tmp", "dir", 0o1777),
+                Entry("root", "dir", 0o700), Entry("etc", "dir", 0o755),
+                Entry("run", "dir", 0o755)]
+    return entries
+
+
+def _memory_layer(kind: str, entries: list[Entry], mtime: int, stats: _Stats) -> LayerBlob:
+    """A layer whose entries are all in memory, cached by a hash of those entries."""
+    described = [(e.path, e.kind, e.mode, e.uid, e.gid, e.link,
+                  hashlib.sha256(e.data or b"").hexdigest()) for e in entries]
+    key = layercache.key_of([kind, mtime, sorted(described)])
+    hit = layercache.lookup(key)
+    if hit:
+        stats.reused += 1
+        return hit
+    blob = write_layer(entries, mtime, layercache.blob_dir())
+    layercache.store(key, blob)
+    stats.written += 1
+    return blob
+
+
+def _owner_ids(info: dict[str, Any], ids: IdMap) -> dict[str, int | None]:
+    table = {"user": ids.users, "group": ids.groups}
+    return {n: table[n.split(":", 1)[0]].get(n.split(":", 1)[1])
+            for n in info["owner_names"]}
+
+
+def _group_key(group: list[LockedPackage], infos: dict[str, Any], ids: IdMap,
+               mtime: int) -> str:
+    return layercache.key_of(["packages", mtime, [
+        [p.sha256, _owner_ids(infos[p.sha256], ids)] for p in group]])
+
+
+def _status_entries(name: str, control: dict[str, bytes]) -> list[Entry]:
+    """var/lib/dpkg/status.d/<package>: what image scanners read to list packages."""
+    text = control.get("control", b"").rstrip(b"\n") + b"\n"
+    entries = [Entry(f"var/lib/dpkg/status.d/{name}", "file", 0o644, size=len(text), data=text)]
+    if "md5sums" in control:
+        sums = control["md5sums"]
+        entries.append(Entry(f"var/lib/dpkg/status.d/{name}.md5sums", "file", 0o644,
+                             size=len(sums), data=sums))
+    return entries
+
+
+def _package_layer(group: list[LockedPackage], debs: dict[str, Path], ids: IdMap,
+                   mtime: int, stats: _Stats) -> tuple[LayerBlob, dict[str, Any]]:
+    infos = {p.sha256: layercache.deb_info(p.sha256) for p in group}
+    if all(infos.values()):
+        hit = layercache.lookup(_group_key(group, infos, ids, mtime))
+        if hit:
+            stats.reused += 1
+            return hit, infos
+    entries: list[Entry] = []
+    with tempfile.TemporaryFile(prefix="cimages-spool-") as spool:
+        for p in group:
+            unpacked = unpack_deb(debs[p.name], ids, spool)
+            control = control_files(debs[p.name])
+            infos[p.sha256] = {
+                "owner_names": sorted(unpacked.owner_names),
+                "files": unpacked.files,
+                "control": {k: v.decode("utf-8", "replace") for k, v in control.items()},
+                "skipped_devices": unpacked.skipped_devices,
+            }
+            layercache.store_deb_info(p.sha256, infos[p.sha256])
+            entries += unpacked.entries + _status_entries(p.name, control)
+        blob = write_layer(entries, mtime, layercache.blob_dir(), spool)
+    layercache.store(_group_key(group, infos, ids, mtime), blob)
+    stats.written += 1
+    return blob, infos
+
+
+def _check_conflicts(packages: list[LockedPackage], infos: dict[str, Any]) -> None:
+    owner: dict[str, tuple[str, str]] = {}
+    for p in packages:
+        for path, fingerprint in infos[p.sha256]["files"].items():
+            seen = owner.setdefault(path, (p.name, fingerprint))
+            if seen[1] != fingerprint:
+                raise UserError(
+                    f"file conflict: /{path} is shipped by both {seen[0]} and {p.name} with "
+                    "different content; remove one of the two packages from "
+                    "environment.systemPackages (dpkg would refuse to install both too)"
+                )
+
+
+def _generated_entries(files: list[ImageFile], ids: IdMap) -> list[Entry]:
+    by_path: dict[str, Entry] = {}
+    for f in files:
+        path = usr_path(f.path)
+        uid = _resolve(f.user, ids.users, "user", f.path)
+        gid = _resolve(f.group, ids.groups, "group", f.path)
+        kind = {"file": "file", "dir": "dir", "symlink": "symlink"}[f.kind]
+        by_path[path] = Entry(path, kind, f.mode, uid, gid, size=len(f.content),  # type: ignore[arg-type]
+                              link=f.target, data=f.content if f.kind == "file" else None)
+    return list(by_path.values())
+
+
+def _resolve(owner: str | int, table: dict[str, int], kind: str, path: str) -> int:
+    if isinstance(owner, int):
+        return owner
+    if owner not in table:
+        raise UserError(f"{path} is owned by {kind} `{owner}`, which the image does not have; "
+                        f"declare it in users.{'users' if kind == 'user' else 'groups'} "
+                        "or fix the name")
+    return table[owner]
+
+
+def _maintscript_files(packages: list[LockedPackage], infos: dict[str, Any],
+                       debs: dict[str, Path]) -> list[ImageFile]:
+    present = {path for p in packages for path in infos[p.sha256]["files"]}
+    postinsts = {p.name: infos[p.sha256]["control"].get("postinst", "") for p in packages}
+    files = maintscripts.alternative_files(postinsts, present)
+    for p in packages:
+        if any(path.startswith(maintscripts.CA_DIR) for path in infos[p.sha256]["files"]):
+            files += maintscripts.ca_bundle(_read_files(debs[p.name], maintscripts.CA_DIR,
+                                                        ".crt"))
+    return files
+
+
+def _read_files(deb: Path, prefix: str, suffix: str) -> dict[str, bytes]:
+    found = {}
+    with data_tar(deb) as tar:
+        for member in tar:
+            path = usr_path(member.name)
+            if member.isfile() and path.startswith(prefix) and path.endswith(suffix):
+                found[path] = tar.extractfile(member).read()  # type: ignore[union-attr]
+    return found
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _record_layers(definition: Path, lock: Lock, own: dict[str, str], frozen: bool,
+                   warnings: list[str]) -> None:
+    """The lock remembers each package layer's digest; a differing one is reported."""
+    changed = sorted(n for p in lock.packages if (n := p.name) in own
+                     and p.layer and p.layer != own[n])
+    if changed:
+        message = (f"layers of {', '.join(changed)} differ from the digests in "
+                   f"{lock_path(definition)} (the build is not reproducing them: the builder, "
+                   "image.created or the owners' ids changed)")
+        if frozen:
+            raise UserError(message + "; run `cimages lock --update` if that is intended")
+        warnings.append(message + "; the lock now records the new digests")
+    if changed or any(p.layer is None and p.name in own for p in lock.packages):
+        write_lock(lock_path(definition), lock.with_layers(own), definition)
+
+
+def build(definition: Path | str, out_dir: Path | None = None, *,
+          frozen: bool = False) -> BuildResult:
+    started = time.monotonic()
+    definition = Path(definition)
+    evaluation = evaluate(definition)
+    cfg = evaluation.config
+    warnings = list(evaluation.warnings)
+    image = cfg["image"]
+    out_dir = Path(out_dir) if out_dir else Path.cwd() / "build" / image["name"].replace("/", "_")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mtime = _epoch(image["created"])
+    stats = _Stats()
+
+    lock = lock_for_build(definition, requested_packages(cfg), frozen=frozen)
+    debs = download(lock.packages)
+    names = [p.name for p in lock.packages]
+    acc: Accounts = accounts(cfg, maintscripts.system_accounts(names))
+    ids = acc.id_map()
+
+    base = load_base(image["from"], out_dir) if image["from"] else None
+    fixed = (len(base.layers) if base else 1) + 1
+    slots = image["maxLayers"] - fixed
+    if slots < 1 and lock.packages:
+        raise UserError(f"image.maxLayers is {image['maxLayers']} but the base and generated "
+                        f"layers already take {fixed}; raise image.maxLayers")
+    by_name = {p.name: p for p in lock.packages}
+    groups = [[by_name[n] for n in g] for g in
+              group_packages({p.name: p.depends for p in lock.packages}, max(slots, 1))]
+
+    progress = Progress("layers", len(groups), unit="layers")
+
+    def one(group: list[LockedPackage]) -> tuple[LayerBlob, dict[str, Any]]:
+        result = _package_layer(group, debs, ids, mtime, stats)
+        progress.advance(1)
+        return result
+
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        built = list(pool.map(one, groups))
+    if groups:
+        progress.finish(f"{stats.written} written, {stats.reused} reused")
+    infos = {sha: info for _, group_infos in built for sha, info in group_infos.items()}
+    _check_conflicts(lock.packages, infos)
+
+    layers: list[ImageLayer] = list(base.layers) if base else [ImageLayer(
+        *_blob_fields(_memory_layer("base", _base_entries(), mtime, stats)),
+        "cimages: merged-/usr symlinks and base directories")]
+    own_digests = {}
+    for group, (blob, _) in zip(groups, built, strict=True):
+        if len(group) == 1:
+            own_digests[group[0].name] = blob.digest
+            label = f"cimages: package {group[0].name} {group[0].version}"
+        else:
+            label = "cimages: packages " + ", ".join(p.name for p in group) + \
+                " (sharing one layer: over image.maxLayers)"
+        layers.append(ImageLayer(*_blob_fields(blob), label))
+
+    generated = account_files(acc) + _maintscript_files(lock.packages, infos, debs)
+    for generator in GENERATORS:
+        generated += generator(cfg)
+    layers.append(ImageLayer(*_blob_fields(_memory_layer(
+        "generated", _generated_entries(generated, ids), mtime, stats)),
+        "cimages: generated files (accounts, /etc, services)"))
+
+    ref = f"{image['name']}:{image['tag']}"
+    config = image_config(cfg, layers, base.config if base else None)
+    digest, paths, config_blob = write_layout(out_dir / "oci", config, layers, image["tag"])
+    archive = out_dir / f"{image['name'].replace('/', '_')}.tar"
+    write_docker_archive(archive, config_blob, paths, ref, mtime)
+    sbom = out_dir / "sbom.spdx.json"
+    _write_json(sbom, spdx(ref, digest, image["created"], lock.packages))
+    _write_json(out_dir / "maintainer-scripts.json", maintscripts.inventory(
+        {p.name: {k: v.encode() for k, v in infos[p.sha256]["control"].items()}
+         for p in lock.packages},
+        {p.name: infos[p.sha256]["files"] for p in lock.packages}))
+    _record_layers(definition, lock, own_digests, frozen, warnings)
+    return BuildResult(
+        name=image["name"], tag=image["tag"], digest=digest, oci_dir=out_dir / "oci",
+        archive=archive, layers=paths, config=cfg, lock_path=lock_path(definition), sbom=sbom,
+        size=sum(layer.size for layer in layers), seconds=time.monotonic() - started,
+        reused_layers=stats.reused, written_layers=stats.written, warnings=warnings,
+    )
+
+
+def _blob_fields(blob: LayerBlob) -> tuple[str, str, int, Path, str]:
+    return blob.digest, blob.diff_id, blob.size, blob.path, LAYER_GZIP

@@ -1,0 +1,64 @@
+"""Layers keyed by their content's inputs, so a rebuild reuses blobs without rewriting them.
+
+A package layer's key is the .deb's sha256, the mtime, the ids of the owner names the .deb
+uses, and BUILDER_VERSION; the names a .deb uses are learnt the first time it is unpacked
+(`info/<sha256>.json`, with its file list and control files), so a warm build decides
+every hit without opening a .deb.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from framework.builder.layer import LayerBlob
+from framework.builder.paths import cache_dir
+
+# Bump when the bytes of a layer for the same inputs change (tar or path rules).
+BUILDER_VERSION = 1
+
+
+def key_of(value: Any) -> str:
+    data = json.dumps([BUILDER_VERSION, value], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def blob_dir() -> Path:
+    return cache_dir("blobs")
+
+
+def _atomic_json(path: Path, value: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(value, handle, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def lookup(key: str) -> LayerBlob | None:
+    record = cache_dir("layers") / f"{key}.json"
+    if not record.is_file():
+        return None
+    data = json.loads(record.read_text())
+    path = blob_dir() / data["digest"].split(":", 1)[1]
+    if not path.is_file():
+        return None
+    return LayerBlob(data["digest"], data["diff_id"], data["size"], path)
+
+
+def store(key: str, blob: LayerBlob) -> None:
+    value = {k: v for k, v in asdict(blob).items() if k != "path"}
+    _atomic_json(cache_dir("layers") / f"{key}.json", value)
+
+
+def deb_info(sha256: str) -> dict[str, Any] | None:
+    path = cache_dir("info") / f"{sha256}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def store_deb_info(sha256: str, info: dict[str, Any]) -> None:
+    _atomic_json(cache_dir("info") / f"{sha256}.json", info)

@@ -1,0 +1,166 @@
+"""OCI image layout and docker-archive output.
+
+The layout directory is updated in place: blobs are content-addressed (an existing blob is
+never rewritten) and index.json, replaced atomically last, is the commit point; blobs no
+longer referenced are removed after it. The docker-archive is written beside it under a
+temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    digest: str
+    diff_id: str
+    size: int
+    path: Path  # where the blob is now (cache or another layout)
+    media_type: str
+    created_by: str  # the history line: which package(s) it holds
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Puts a blob in place without rewriting one that is already there."""
+    if target.is_file():
+        return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def _put_blob(blobs: Path, data: bytes) -> dict[str, Any]:
+    digest = hashlib.sha256(data).hexdigest()
+    target = blobs / digest
+    if not target.is_file():
+        tmp = target.with_name(f".{digest}.{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def image_config(cfg: dict[str, Any], layers: list[ImageLayer],
+                 base_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    image = cfg["image"]
+    inherited = (base_config or {}).get("config", {})
+    env = dict(e.split("=", 1) for e in inherited.get("Env", []))
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.update(image["env"])
+    config: dict[str, Any] = {"Env": [f"{k}={v}" for k, v in env.items()]}
+    for key, value in (("Entrypoint", image["entryPoint"]), ("Cmd", image["cmd"]),
+                       ("WorkingDir", image["workingDir"]), ("User", image["user"])):
+        if value is not None:
+            config[key] = value
+        elif key in inherited:
+            config[key] = inherited[key]
+    ports = dict(inherited.get("ExposedPorts", {}))
+    for port in image["exposedPorts"]:
+        ports[str(port) if "/" in str(port) else f"{port}/tcp"] = {}
+    if ports:
+        config["ExposedPorts"] = ports
+    labels = {**inherited.get("Labels", {}), **image["labels"]}
+    if labels:
+        config["Labels"] = labels
+    return {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": image["created"],
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+        "history": [{"created": image["created"], "created_by": layer.created_by}
+                    for layer in layers],
+    }
+
+
+def write_layout(oci_dir: Path, config: dict[str, Any], layers: list[ImageLayer],
+                 ref: str) -> tuple[str, list[Path], Path]:
+    """Returns the manifest digest, the layer blob paths and the config blob path."""
+    blobs = oci_dir / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    (oci_dir / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    paths = []
+    for layer in layers:
+        target = blobs / _hex(layer.digest)
+        _link_or_copy(layer.path, target)
+        paths.append(target)
+    config_desc = _put_blob(blobs, canonical_json(config))
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, **config_desc},
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
+                   for layer in layers],
+    }
+    manifest_desc = _put_blob(blobs, canonical_json(manifest))
+    index = {
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": OCI_MANIFEST, **manifest_desc,
+                       "annotations": {"org.opencontainers.image.ref.name": ref}}],
+    }
+    tmp = oci_dir / ".index.json.tmp"
+    tmp.write_bytes(canonical_json(index))
+    os.replace(tmp, oci_dir / "index.json")
+    keep = {p.name for p in paths} | {_hex(config_desc["digest"]), _hex(manifest_desc["digest"])}
+    for blob in blobs.iterdir():
+        if blob.name not in keep and not blob.name.startswith("."):
+            blob.unlink(missing_ok=True)
+    return manifest_desc["digest"], paths, blobs / _hex(config_desc["digest"])
+
+
+def write_docker_archive(target: Path, config_blob: Path, layer_blobs: list[Path],
+                         repo_tag: str, mtime: int) -> None:
+    """A `docker load`-able tar: manifest.json naming the config and (gzip) layer blobs."""
+    manifest = [{
+        "Config": f"blobs/sha256/{config_blob.name}",
+        "RepoTags": [repo_tag],
+        "Layers": [f"blobs/sha256/{p.name}" for p in layer_blobs],
+    }]
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w",
+                                                      format=tarfile.PAX_FORMAT) as tar:
+            members = {f"blobs/sha256/{p.name}": p for p in [config_blob, *layer_blobs]}
+            for name in ("blobs", "blobs/sha256"):
+                info = tarfile.TarInfo(name)
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, mtime
+                tar.addfile(info)
+            for name in sorted(members):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = members[name].stat().st_size, 0o644, mtime
+                with open(members[name], "rb") as blob:
+                    tar.addfile(info, blob)
+            data = json.dumps(manifest, separators=(",", ":")).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size, info.mode, info.mtime = len(data), 0o644, mtime
+            tar.addfile(info, io.BytesIO(data))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,18 @@
+"""Where the builder keeps its caches: `$CIMAGES_CACHE`, else ~/.cache/cimages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    # An override lets tests prove that two builds with different caches agree.
+    override = os.environ.get("CIMAGES_CACHE")
+    return Path(override) if override else Path.home() / ".cache" / "cimages"
+
+
+def cache_dir(name: str) -> Path:
+    path = cache_root() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,95 @@
+"""A .deb's data archive as layer entries, the way dpkg would lay it on a merged-/usr root.
+
+Paths under the top-level bin, sbin and lib* directories are rewritten to usr/..., so no
+package layer ever replaces the base layer's /bin -> usr/bin symlinks (a layer with a real
+./bin directory would shadow the symlink and hide every other package's programs). Owners
+are taken by name through the image's passwd/group, falling back to the numeric id, as dpkg
+does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from framework.builder.deb import data_tar
+from framework.builder.layer import Entry
+
+# Debian's merged-/usr: each of these is a symlink to usr/<name> in the base layer.
+MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def usr_path(path: str) -> str:
+    """`./bin/ls` -> `usr/bin/ls`; every path relative, without "./"."""
+    path = path.removeprefix("./").lstrip("/").rstrip("/")
+    top, _, rest = path.partition("/")
+    if top in MERGED_USR:
+        return f"usr/{top}/{rest}" if rest else f"usr/{top}"
+    return path
+
+
+@dataclass
+class IdMap:
+    """The image's own users and groups, by name."""
+
+    users: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Unpacked:
+    entries: list[Entry]
+    # Non-directory paths with a fingerprint of their content, to find file conflicts.
+    files: dict[str, str]
+    owner_names: set[str]  # "user:NAME"/"group:NAME" a member was owned by (not root)
+    skipped_devices: int = 0
+
+
+def unpack_deb(deb: Path, ids: IdMap, spool: BinaryIO) -> Unpacked:
+    """Appends each regular file's bytes to `spool`; entries point into it."""
+    result = Unpacked([], {}, set())
+    with data_tar(deb) as tar:
+        for member in tar:
+            path = usr_path(member.name)
+            if not path or path == ".":
+                continue
+            if member.ischr() or member.isblk() or member.isfifo():
+                result.skipped_devices += 1  # container runtimes provide /dev
+                continue
+            uid = _owner(member.uname, member.uid, ids.users, "user", result.owner_names)
+            gid = _owner(member.gname, member.gid, ids.groups, "group", result.owner_names)
+            entry = Entry(path, "dir", member.mode, uid, gid)
+            if member.isdir():
+                pass
+            elif member.issym():
+                entry.kind, entry.link = "symlink", member.linkname
+                result.files[path] = "symlink:" + member.linkname
+            elif member.islnk():
+                entry.kind, entry.link = "hardlink", usr_path(member.linkname)
+                result.files[path] = result.files.get(entry.link, "hardlink:" + entry.link)
+            elif member.isfile():
+                entry.kind, entry.size, entry.offset = "file", member.size, spool.tell()
+                result.files[path] = _copy(tar, member, spool)
+            else:
+                continue
+            result.entries.append(entry)
+    return result
+
+
+def _owner(name: str, number: int, table: dict[str, int], kind: str, used: set[str]) -> int:
+    if name and name != "root":
+        used.add(f"{kind}:{name}")
+    return table.get(name, number) if name else number
+
+
+def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, spool: BinaryIO) -> str:
+    source = tar.extractfile(member)
+    digest = hashlib.sha256()
+    if source is not None:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+            spool.write(chunk)
+    return digest.hexdigest()

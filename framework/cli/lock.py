@@ -1,0 +1,27 @@
+"""`cimages lock FILE [--update]`: pin the definition's Debian packages in FILE.lock."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from framework.builder.lockfile import lock_path
+from framework.builder.resolve import lock_definition, requested_packages
+from framework.modules import evaluate
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cmd = sub.add_parser("lock", help="resolve and pin packages in the definition's .lock")
+    cmd.add_argument("file", help="image definition (YAML)")
+    cmd.add_argument("--update", action="store_true",
+                     help="refresh Debian's package lists first (picks up new versions)")
+    cmd.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    definition = Path(args.file)
+    cfg = evaluate(definition).config
+    lock = lock_definition(definition, requested_packages(cfg), update=args.update)
+    print(f"{lock_path(definition)}: {len(lock.packages)} packages "
+          f"({sum(p.size for p in lock.packages) / 1e6:.1f} MB)")
+    return 0

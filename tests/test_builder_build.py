@@ -1,0 +1,216 @@
+"""The builder end to end: real .debs from Debian's archive, real skopeo and bubblewrap."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from framework.builder import build
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = ROOT / "images" / "hello.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+def cimages(*args: str, env: dict[str, str] | None = None, umask: int = 0o022,
+            cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "framework", *args], cwd=cwd, capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, preexec_fn=lambda: os.umask(umask), timeout=300,
+    )
+
+
+def hello_variant(directory: Path, extra: dict | None = None, lock_edit=None) -> Path:
+    """A definition with hello's packages in `directory`, using hello's committed lock."""
+    definition = directory / "variant.yaml"
+    body = {"image": {"name": "variant", "entryPoint": ["/usr/bin/hello"]},
+            "environment": {"systemPackages": ["hello"]}}
+    for key, value in (extra or {}).items():
+        body.setdefault(key, {}).update(value)
+    definition.write_text(yaml.safe_dump(body))
+    lock = yaml.safe_load(HELLO.with_suffix(".lock").read_text())
+    if lock_edit:
+        lock_edit(lock)
+    definition.with_suffix(".lock").write_text(yaml.safe_dump(lock))
+    return definition
+
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory):
+    return build(HELLO, tmp_path_factory.mktemp("hello"), frozen=True)
+
+
+def test_two_builds_in_different_places_give_one_digest(tmp_path):
+    outputs = []
+    for name, tz, umask in (("a", "UTC", 0o022), ("b", "Asia/Tokyo", 0o077)):
+        done = cimages("build", str(HELLO), "--frozen", "-o", str(tmp_path / name),
+                       env={"CIMAGES_CACHE": str(tmp_path / f"cache-{name}"), "TZ": tz},
+                       umask=umask)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.splitlines()[1])
+    assert outputs[0] == outputs[1] and outputs[0].startswith("digest:  sha256:")
+    assert (tmp_path / "a/hello.tar").read_bytes() == (tmp_path / "b/hello.tar").read_bytes()
+
+
+def test_skopeo_accepts_the_layout_and_the_root_runs_hello(hello, tmp_path):
+    inspect = subprocess.run(["skopeo", "inspect", f"oci:{hello.oci_dir}"],
+                             capture_output=True, text=True, timeout=60)
+    assert inspect.returncode == 0, inspect.stderr
+    assert json.loads(inspect.stdout)["Digest"] == hello.digest
+    copy = subprocess.run(["skopeo", "copy", f"oci:{hello.oci_dir}",
+                           f"docker-archive:{tmp_path / 'copy.tar'}:hello:latest"],
+                          capture_output=True, text=True, timeout=60)
+    assert copy.returncode == 0, copy.stderr
+    archive = subprocess.run(["skopeo", "inspect", f"docker-archive:{hello.archive}"],
+                             capture_output=True, text=True, timeout=60)
+    assert archive.returncode == 0, archive.stderr
+    assert len(json.loads(archive.stdout)["Layers"]) == len(hello.layers)
+
+    root = tmp_path / "root"
+    root.mkdir()
+    for blob in hello.layers:
+        subprocess.run(["tar", "-xzf", str(blob), "-C", str(root)], check=True, timeout=60)
+    assert (root / "usr/bin/hello").is_file()
+    assert os.readlink(root / "bin") == "usr/bin"
+    assert (root / "var/lib/dpkg/status.d/hello").read_text().startswith("Package: hello\n")
+    run = subprocess.run(["bwrap", "--bind", str(root), "/", "--proc", "/proc", "--dev", "/dev",
+                          "--unshare-all", "/usr/bin/hello"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.stdout == "Hello, world!\n", run.stderr
+
+
+def test_history_sbom_and_maintainer_script_inventory(hello):
+    blobs = hello.oci_dir / "blobs/sha256"
+    index = json.loads((hello.oci_dir / "index.json").read_text())
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
+    history = [h["created_by"] for h in config["history"]]
+    assert len(history) == len(hello.layers)
+    assert "cimages: package hello 2.10-3" in history
+    assert history[-1].startswith("cimages: generated files")
+    sbom = json.loads(hello.sbom.read_text())
+    assert sbom["spdxVersion"] == "SPDX-2.3"
+    assert {p["name"] for p in sbom["packages"]} >= {"hello", "libc6"}
+    inventory = json.loads((hello.sbom.parent / "maintainer-scripts.json").read_text())
+    assert "libc6" in inventory
+
+
+def test_the_empty_image_is_under_one_megabyte(tmp_path):
+    result = build(ROOT / "images/empty.yaml", tmp_path, frozen=True)
+    assert result.size < 1_000_000
+    assert result.archive.stat().st_size < 1_000_000
+
+
+def test_rebuilds_reuse_layers_and_one_etc_change_rewrites_only_the_last(tmp_path):
+    # Text unique to this run, so the shared layer cache cannot already hold the new layer.
+    motd = f"one {tmp_path}\n"
+    definition = hello_variant(tmp_path, {"environment": {"etc": {"motd": {"text": motd}}}})
+    first = build(definition, tmp_path / "out")
+    stamps = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in first.layers]
+    again = build(definition, tmp_path / "out")
+    assert again.digest == first.digest and again.written_layers == 0
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in again.layers] == stamps
+    definition.write_text(definition.read_text().replace("one /", "two /"))
+    changed = build(definition, tmp_path / "out")
+    assert changed.written_layers == 1 and changed.digest != first.digest
+    assert changed.layers[:-1] == first.layers[:-1] and changed.layers[-1] != first.layers[-1]
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in changed.layers[:-1]] == stamps[:-1]
+
+
+def test_max_layers_merges_the_least_popular_packages(tmp_path):
+    result = build(hello_variant(tmp_path, {"image": {"maxLayers": 4}}), tmp_path / "out")
+    assert len(result.layers) == 4  # base, libc6, the three others, generated
+
+
+def test_unknown_package_is_refused_with_a_suggestion(tmp_path):
+    definition = tmp_path / "bad.yaml"
+    definition.write_text("image: {name: bad}\nenvironment: {systemPackages: [helo]}\n")
+    done = cimages("lock", str(definition))
+    assert done.returncode == 2
+    assert "unknown Debian package `helo`" in done.stderr and "hello" in done.stderr
+
+
+def test_a_changed_package_list_is_refused_until_relocked(tmp_path):
+    definition = hello_variant(tmp_path, {"environment": {"systemPackages": ["hello", "zlib1g"]}})
+    done = cimages("build", str(definition))
+    assert done.returncode == 2
+    assert "added zlib1g" in done.stderr and "cimages lock" in done.stderr
+
+
+def edit_hello(**fields):
+    def edit(lock):
+        for package in lock["packages"]:
+            if package["name"] == "hello":
+                package.update(fields)
+                package.pop("layer", None)
+    return edit
+
+
+def test_a_locked_version_gone_from_the_archive_asks_for_lock_update(tmp_path):
+    gone = "http://deb.debian.org/debian/pool/main/h/hello/hello_2.10-0gone_amd64.deb"
+    definition = hello_variant(tmp_path, lock_edit=edit_hello(version="2.10-0gone", url=gone,
+                                                              sha256="0" * 64))
+    done = cimages("build", str(definition), "-o", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert "gone from the Debian archive" in done.stderr and "lock --update" in done.stderr
+
+
+def test_a_hash_mismatch_fails_and_deletes_the_download(tmp_path):
+    definition = hello_variant(tmp_path, lock_edit=edit_hello(sha256="1" * 64))
+    cache = tmp_path / "cache"
+    done = cimages("build", str(definition), "-o", str(tmp_path / "out"),
+                   env={"CIMAGES_CACHE": str(cache)})
+    assert done.returncode == 2
+    assert "hash mismatch for hello" in done.stderr
+    assert not list((cache / "debs").glob("*1111*")) and not list((cache / "debs").glob(".*"))
+
+
+def test_no_network_is_a_clear_error(tmp_path):
+    definition = hello_variant(tmp_path, lock_edit=edit_hello(sha256="2" * 64))
+    done = cimages("build", str(definition), "-o", str(tmp_path / "out"),
+                   env={"http_proxy": "http://127.0.0.1:9", "CIMAGES_CACHE": str(tmp_path)})
+    assert done.returncode == 2
+    assert "no network?" in done.stderr
+
+
+def make_deb(directory: Path, name: str, content: bytes) -> Path:
+    tree = directory / name
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN/control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@t>\n"
+        f"Description: test\n")
+    (tree / "usr/share/both").mkdir(parents=True)
+    (tree / "usr/share/both/file").write_bytes(content)
+    deb = directory / f"{name}.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],
+                   check=True, capture_output=True, timeout=60)
+    return deb
+
+
+def test_a_file_shipped_by_two_packages_names_both(tmp_path):
+    import hashlib
+    cache = tmp_path / "cache"
+    (cache / "debs").mkdir(parents=True)
+    packages = []
+    for name, content in (("pkg-one", b"1\n"), ("pkg-two", b"2\n")):
+        deb = make_deb(tmp_path, name, content)
+        sha = hashlib.sha256(deb.read_bytes()).hexdigest()
+        shutil.copy(deb, cache / "debs" / f"{sha}.deb")
+        packages.append({"name": name, "version": "1.0", "architecture": "all", "sha256": sha,
+                         "size": deb.stat().st_size, "installedSize": 1,
+                         "url": f"file://{deb}", "depends": []})
+    definition = tmp_path / "two.yaml"
+    definition.write_text("image: {name: two}\n"
+                          "environment: {systemPackages: [pkg-one, pkg-two]}\n")
+    definition.with_suffix(".lock").write_text(yaml.safe_dump(
+        {"request": ["pkg-one", "pkg-two"], "packages": packages}))
+    done = cimages("build", str(definition), "--frozen", "-o", str(tmp_path / "out"),
+                   env={"CIMAGES_CACHE": str(cache)})
+    assert done.returncode == 2
+    assert "/usr/share/both/file is shipped by both pkg-one and pkg-two" in done.stderr

@@ -1,0 +1,119 @@
+"""Pure functions of the builder: paths, layers, grouping, accounts, alternatives, sources."""
+
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from framework.builder.accounts import account_files, accounts
+from framework.builder.grouping import group_packages, popularity
+from framework.builder.layer import Entry, write_layer
+from framework.builder.maintscripts import alternative_files, parse_alternatives
+from framework.builder.sources import _parse_list, _parse_sources
+from framework.builder.unpack import usr_path
+from framework.errors import UserError
+
+
+def no_users(users=None, groups=None):
+    return {"users": {"users": users or {}, "groups": groups or {}}}
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("./bin/ls", "usr/bin/ls"), ("./sbin", "usr/sbin"), ("./lib64/ld.so", "usr/lib64/ld.so"),
+    ("./lib/x86_64-linux-gnu/libc.so.6", "usr/lib/x86_64-linux-gnu/libc.so.6"),
+    ("./usr/bin/hello", "usr/bin/hello"), ("./etc/", "etc"), ("./library/x", "library/x"),
+])
+def test_merged_usr_paths_are_rewritten(given, expected):
+    assert usr_path(given) == expected
+
+
+def layer_members(blob: Path) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob.read_bytes()))) as tar:
+        return tar.getmembers()
+
+
+def test_layers_are_sorted_deterministic_and_hardlinks_come_after_their_data(tmp_path):
+    def entries():
+        return [
+            Entry("usr/bin/b", "file", 0o4755, size=3, data=b"abc"),
+            Entry("usr/bin/a", "hardlink", 0o755, link="usr/bin/b"),
+            Entry("etc/x", "symlink", 0o777, link="/usr/bin/a"),
+        ]
+    one = write_layer(entries(), 1, tmp_path)
+    two = write_layer(list(reversed(entries())), 1, tmp_path)
+    assert one == two
+    members = layer_members(one.path)
+    assert [m.name for m in members] == ["etc", "etc/x", "usr", "usr/bin", "usr/bin/a",
+                                         "usr/bin/b"]
+    a, b = members[4], members[5]
+    assert a.isfile() and a.size == 3 and a.mode == 0o4755
+    assert b.islnk() and b.linkname == "usr/bin/a"
+    assert all(m.mtime == 1 and m.uname == "" for m in members)
+    assert one.path.read_bytes()[4:8] == b"\0\0\0\0"  # gzip without a timestamp
+
+
+def test_popularity_gives_shared_libraries_their_own_layers():
+    depends = {"app": ["libc6", "libssl3"], "libssl3": ["libc6"], "libc6": [],
+               "tool": ["libc6"], "doc": []}
+    assert popularity(depends) == {"app": 1, "libssl3": 2, "libc6": 4, "tool": 1, "doc": 1}
+    assert group_packages(depends, 10) == [["libc6"], ["libssl3"], ["app"], ["doc"], ["tool"]]
+    assert group_packages(depends, 3) == [["libc6"], ["libssl3"], ["app", "doc", "tool"]]
+
+
+def test_accounts_keep_debian_ids_and_allocate_the_rest_in_name_order():
+    acc = accounts(no_users(
+        {"alice": {"isNormalUser": True}, "web": {"isSystemUser": True},
+         "bob": {"isNormalUser": True, "extraGroups": ["wheel"]}},
+        {"wheel": {"gid": 10}}))
+    assert (acc.users["alice"].uid, acc.users["bob"].uid, acc.users["web"].uid) == (
+        1000, 1001, 999)
+    assert acc.groups["shadow"] == 42 and acc.groups["web"] == 999
+    assert acc.users["alice"].gid == 100 and acc.users["alice"].create_home
+    files = {f.path: f for f in account_files(acc)}
+    assert "wheel:x:10:bob\n" in files["/etc/group"].content.decode()
+    assert files["/home/alice"].mode == 0o700 and files["/home/alice"].user == 1000
+    assert files["/etc/shadow"].group == "shadow"
+
+
+def test_an_unknown_group_is_a_user_error():
+    with pytest.raises(UserError, match=r"users.groups.wheel"):
+        accounts(no_users({"bob": {"isNormalUser": True, "extraGroups": ["wheel"]}}))
+
+
+MAWK_POSTINST = """#!/bin/sh
+set -e
+update-alternatives --install /usr/bin/awk awk /usr/bin/mawk 5 \\
+  --slave /usr/share/man/man1/awk.1.gz awk.1.gz /usr/share/man/man1/mawk.1.gz \\
+  --slave /usr/bin/nawk nawk /usr/bin/mawk
+update-alternatives --install /usr/bin/x x $target 9
+"""
+
+
+def test_alternatives_from_postinst_pick_the_highest_priority_present():
+    [alt] = parse_alternatives(MAWK_POSTINST)
+    assert (alt.link, alt.name, alt.path, alt.priority) == ("/usr/bin/awk", "awk",
+                                                            "/usr/bin/mawk", 5)
+    gawk = "update-alternatives --install /usr/bin/awk awk /usr/bin/gawk 10\n"
+    files = alternative_files({"mawk": MAWK_POSTINST, "gawk": gawk},
+                              {"usr/bin/mawk", "usr/bin/gawk"})
+    links = {f.path: f.target for f in files}
+    assert links["/etc/alternatives/awk"] == "/usr/bin/gawk"
+    assert links["/usr/bin/awk"] == "/etc/alternatives/awk"
+    assert "/usr/bin/nawk" not in links  # a slave of the losing alternative
+
+
+def test_only_debian_sources_are_kept():
+    deb822 = ("Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm "
+              "bookworm-updates\nComponents: main\nSigned-By: /k.gpg\n\n"
+              "Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"
+              "Components: main\n")
+    found = _parse_sources(deb822)
+    assert [(s.suite, s.signed_by) for s in found] == [("bookworm", "/k.gpg"),
+                                                      ("bookworm-updates", "/k.gpg")]
+    listed = _parse_list("deb [signed-by=/g.gpg] https://packages.cloud.google.com/apt "
+                         "cloud-sdk main\n")
+    assert listed[0].signed_by == "/g.gpg"
+    from framework.builder.sources import _is_debian
+    assert not _is_debian(listed[0].uri) and _is_debian(found[0].uri)
