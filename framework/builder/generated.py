@@ -12,7 +12,8 @@ from typing import Any
 
 from framework.builder import etc
 from framework.image_files import ImageFile
+from framework.s6 import files as s6_files
 
 Generator = Callable[[dict[str, Any]], list[ImageFile]]
 
-GENERATORS: list[Generator] = [etc.image_files]
+GENERATORS: list[Generator] = [etc.image_files, s6_files.image_files]

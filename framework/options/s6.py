@@ -1,7 +1,11 @@
 """`s6.*`: services supervised by the image's s6 init."""
 
-from framework.modules import Module, option
+from typing import Any
+
+from framework.modules import Config, Module, mk_default, option
 from framework.modules import types as t
+from framework.s6 import DEFAULT_STATE, INIT, PACKAGES
+from framework.s6.plan import enabled_services, problems, unknown_after
 
 READINESS = t.either(
     t.port,
@@ -33,8 +37,22 @@ SERVICE = t.submodule(
                              "stdout.", "sed -u 's/^/prefix - /'"),
         "readiness": option(READINESS, "up", "When a long-run counts as ready for the "
                             "oneshot-posts after it.", 8080),
+        "stopTimeout": option(t.integer(1, 7), 3, "Seconds a long-run gets to exit after "
+                              "SIGTERM before it is killed (the whole shutdown is capped at "
+                              "8 s, under Docker's 10 s)."),
     }
 )
+
+
+def _config(cfg: Config) -> dict[str, Any]:
+    services = enabled_services(cfg)
+    if not services:
+        return {}
+    paths = [p for spec in services.values() for p in spec["path"]]
+    return {
+        "environment": {"systemPackages": [*PACKAGES, *dict.fromkeys(paths)]},
+        "image": {"entryPoint": mk_default([INIT, DEFAULT_STATE])},
+    }
 
 MODULE = Module(
     name="s6",
@@ -45,4 +63,7 @@ MODULE = Module(
                                {"web": {"execStart": "python3 -m http.server 8000"}}),
         }
     },
+    config=_config,
+    assertions=problems,
+    warnings=unknown_after,
 )

@@ -1,0 +1,21 @@
+"""The s6 init inside images: service directories, an ordering stage, a status command.
+
+Debian ships `s6` and `execline` but not s6-rc, so the ordering lives in a generated
+script (stage 2). Every script runs under `/bin/busybox sh` (Debian's `busybox`, one
+package with no dependencies beyond libc); services' own commands run under bash.
+
+Layout in the image:
+    /etc/s6/init                 stage 1, the entry point: `init [STATE_DIR]`
+    /etc/s6/stage2               oneshot-pre, long-runs, oneshot-post, in order
+    /etc/s6/lib.sh               shared shell functions (failure, shutdown, waits)
+    /etc/s6/status               `status [STATE_DIR]`: one line per service; exit 0 = healthy
+    /etc/s6/scan/.s6-svscan/     s6-svscan's finish and signal handlers
+    /etc/s6/services/<name>/     long-run service directories (copied to the state dir)
+    /etc/s6/oneshot/<name>/      oneshot `run` and `log` scripts
+"""
+
+INIT = "/etc/s6/init"
+STATUS = "/etc/s6/status"
+DEFAULT_STATE = "/run/s6"
+# Packages the generated scripts need in the image.
+PACKAGES = ["s6", "execline", "busybox", "bash"]
