@@ -1,5 +1,5 @@
 """The embedded builder: Debian packages to reproducible OCI images, without a daemon."""
 
-from framework.builder.build import BuildResult, build
+from framework.builder.pipeline import BuildResult, build
 
 __all__ = ["BuildResult", "build"]

@@ -63,7 +63,7 @@ def _from_archive(path: Path) -> BaseImage:
 def load_base(ref: str, out_dir: Path) -> BaseImage:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml"):
-        from framework.builder.build import build
+        from framework.builder.pipeline import build
 
         return _from_layout(build(path, out_dir / "from" / path.stem).oci_dir)
     if path.is_dir() and (path / "index.json").is_file():

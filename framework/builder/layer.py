@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-# Level 6 (zlib's default) is within a few percent of 9 in size and about 3x faster.
-GZIP_LEVEL = 6
+# Level 1: for Debian's binaries 2.4x faster than zlib's default 6 for 9% bigger layers
+# (nginx: 34.2 vs 31.3 MB); a cold build is mostly compression, so speed wins.
+GZIP_LEVEL = 1
 
 Kind = Literal["file", "dir", "symlink", "hardlink"]
 

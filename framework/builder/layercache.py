@@ -20,7 +20,7 @@ from framework.builder.layer import LayerBlob
 from framework.builder.paths import cache_dir
 
 # Bump when the bytes of a layer for the same inputs change (tar or path rules).
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 def key_of(value: Any) -> str:

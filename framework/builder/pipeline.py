@@ -5,10 +5,11 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,14 +115,20 @@ def _status_entries(name: str, control: dict[str, bytes]) -> list[Entry]:
     return entries
 
 
-def _package_layer(group: list[LockedPackage], debs: dict[str, Path], ids: IdMap,
-                   mtime: int, stats: _Stats) -> tuple[LayerBlob, dict[str, Any]]:
+def _cached_layer(group: list[LockedPackage], ids: IdMap, mtime: int
+                  ) -> tuple[LayerBlob, dict[str, Any]] | None:
+    """The layer from the cache, decided without opening a .deb; None on a miss."""
     infos = {p.sha256: layercache.deb_info(p.sha256) for p in group}
-    if all(infos.values()):
-        hit = layercache.lookup(_group_key(group, infos, ids, mtime))
-        if hit:
-            stats.reused += 1
-            return hit, infos
+    if not all(infos.values()):
+        return None
+    hit = layercache.lookup(_group_key(group, infos, ids, mtime))
+    return (hit, infos) if hit else None
+
+
+def _write_package_layer(group: list[LockedPackage], debs: dict[str, Path], ids: IdMap,
+                         mtime: int) -> tuple[LayerBlob, dict[str, Any]]:
+    """Unpacks the group's .debs into one layer and caches it (runs in a worker process)."""
+    infos: dict[str, Any] = {}
     entries: list[Entry] = []
     with tempfile.TemporaryFile(prefix="cimages-spool-") as spool:
         for p in group:
@@ -137,8 +144,34 @@ def _package_layer(group: list[LockedPackage], debs: dict[str, Path], ids: IdMap
             entries += unpacked.entries + _status_entries(p.name, control)
         blob = write_layer(entries, mtime, layercache.blob_dir(), spool)
     layercache.store(_group_key(group, infos, ids, mtime), blob)
-    stats.written += 1
     return blob, infos
+
+
+def _package_layers(groups: list[list[LockedPackage]], debs: dict[str, Path], ids: IdMap,
+                    mtime: int, stats: _Stats) -> list[tuple[LayerBlob, dict[str, Any]]]:
+    built: dict[int, tuple[LayerBlob, dict[str, Any]]] = {}
+    for i, group in enumerate(groups):
+        if hit := _cached_layer(group, ids, mtime):
+            built[i] = hit
+    stats.reused += len(built)
+    # Largest first, so the workers finish together; processes, because tar parsing holds
+    # the GIL. A single miss (the usual rebuild) is not worth a worker.
+    misses = sorted((i for i in range(len(groups)) if i not in built),
+                    key=lambda i: -sum(p.installedSize for p in groups[i]))
+    stats.written += len(misses)
+    if len(misses) == 1:
+        built[misses[0]] = _write_package_layer(groups[misses[0]], debs, ids, mtime)
+    elif misses:
+        progress = Progress("layers", len(misses), unit="layers")
+        workers = min(os.cpu_count() or 2, len(misses))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(_write_package_layer, groups[i], debs, ids, mtime): i
+                       for i in misses}
+            for future in as_completed(futures):
+                built[futures[future]] = future.result()
+                progress.advance(1)
+        progress.finish(f"{len(misses)} written, {len(groups) - len(misses)} reused")
+    return [built[i] for i in range(len(groups))]
 
 
 def _check_conflicts(packages: list[LockedPackage], infos: dict[str, Any]) -> None:
@@ -249,17 +282,7 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     groups = [[by_name[n] for n in g] for g in
               group_packages({p.name: p.depends for p in lock.packages}, max(slots, 1))]
 
-    progress = Progress("layers", len(groups), unit="layers")
-
-    def one(group: list[LockedPackage]) -> tuple[LayerBlob, dict[str, Any]]:
-        result = _package_layer(group, debs, ids, mtime, stats)
-        progress.advance(1)
-        return result
-
-    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        built = list(pool.map(one, groups))
-    if groups:
-        progress.finish(f"{stats.written} written, {stats.reused} reused")
+    built = _package_layers(groups, debs, ids, mtime, stats)
     infos = {sha: info for _, group_infos in built for sha, info in group_infos.items()}
     _check_conflicts(lock.packages, infos)
 

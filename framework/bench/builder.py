@@ -1,0 +1,157 @@
+"""Builder timings for images/nginx.yaml, next to mmdebstrap on the same cached .debs.
+
+- cold: every .deb cached, no layer cached (a fresh CIMAGES_CACHE whose debs/ is the real one);
+- warm: the same build again, nothing changed;
+- etcChange: one environment.etc file changed, so only the generated layer is rewritten;
+- mmdebstrap from a local `copy:` repository (apt-ftparchive) of the same .debs, to a tar:
+  `extract` unpacks exactly our package set (no maintainer scripts, like us); `custom`
+  installs it with dpkg and its maintainer scripts, which cannot run without Debian's
+  Essential set, so that run includes `?essential` too (a working Debian root, for scale).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from framework.builder import build
+from framework.builder.apt import PrivateApt
+from framework.builder.download import cached_deb, download
+from framework.builder.lockfile import LockedPackage, lock_path, read_lock
+from framework.builder.resolve import lock_definition, requested_packages
+from framework.modules import evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFINITION = ROOT / "images" / "nginx.yaml"
+MMDEBSTRAP_TIMEOUT = 900
+
+
+def _median(times: list[float]) -> float:
+    return round(statistics.median(times), 3)
+
+
+def _timed(action: Callable[[], Any]) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+def _variant(directory: Path, stamp: str) -> Path:
+    """nginx.yaml plus one /etc file, with nginx's lock (the package set is the same)."""
+    definition = directory / "nginx-bench.yaml"
+    definition.write_text(yaml.safe_dump({
+        "imports": [str(DEFINITION)],
+        "environment": {"etc": {"bench-stamp": {"text": stamp}}},
+    }))
+    shutil.copy(lock_path(DEFINITION), lock_path(definition))
+    return definition
+
+
+def _with_cache(cache: Path, action: Callable[[], Any]) -> Any:
+    before = os.environ.get("CIMAGES_CACHE")
+    os.environ["CIMAGES_CACHE"] = str(cache)
+    try:
+        return action()
+    finally:
+        if before is None:
+            del os.environ["CIMAGES_CACHE"]
+        else:
+            os.environ["CIMAGES_CACHE"] = before
+
+
+def _fresh_cache(directory: Path, debs: Path) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "debs").symlink_to(debs)
+    return directory
+
+
+def _local_repo(directory: Path, packages: list[LockedPackage]) -> str:
+    directory.mkdir()
+    for p in packages:
+        name = f"{p.name}_{p.version.replace(':', '%3a')}_{p.architecture}.deb"
+        os.link(cached_deb(p), directory / name)
+    packages_file = subprocess.run(["apt-ftparchive", "packages", "."], cwd=directory,
+                                   capture_output=True, check=True, timeout=300).stdout
+    (directory / "Packages").write_bytes(packages_file)
+    return f"deb [trusted=yes] copy://{directory} ./"
+
+
+def _mmdebstrap(variant: str, packages: list[LockedPackage], repo: str, out: Path
+                ) -> dict[str, Any]:
+    command = ["mmdebstrap", f"--variant={variant}", "--mode=root", "--format=tar", "-q",
+               "--include=" + ",".join(p.name for p in packages), "bookworm", str(out), repo]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=MMDEBSTRAP_TIMEOUT)
+    seconds = time.monotonic() - started
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:], "packages": len(packages)}
+    return {"seconds": round(seconds, 3), "packages": len(packages),
+            "tarBytes": out.stat().st_size}
+
+
+def run() -> dict[str, Any]:
+    request = requested_packages(evaluate(DEFINITION).config)
+    lock = read_lock(lock_path(DEFINITION))
+    if lock is None or lock.request != request:  # the definition moved on: pin it again
+        lock = lock_definition(DEFINITION, request)
+    debs_dir = download(lock.packages)[lock.packages[0].name].parent
+    with tempfile.TemporaryDirectory(prefix="cimages-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        definition = _variant(tmp, "one\n")
+        cold, result = [], None
+        for attempt in range(3):
+            cache = _fresh_cache(tmp / f"cache-{attempt}", debs_dir)
+            out = tmp / f"out-{attempt}"
+            cold.append(_timed(lambda c=cache, o=out: _with_cache(
+                c, lambda: build(definition, o, frozen=True))))
+        warm, etc_change = [], []
+        for attempt in range(5):
+            warm.append(_timed(lambda: _with_cache(
+                cache, lambda: build(definition, out, frozen=True))))
+            _variant(tmp, f"change {attempt}\n")
+            etc_change.append(_timed(lambda: _with_cache(
+                cache, lambda: build(definition, out, frozen=True))))
+        result = _with_cache(cache, lambda: build(definition, out, frozen=True))
+        installed = sum(p.installedSize for p in lock.packages) * 1024
+        uncompressed = sum(_tar_size(p) for p in result.layers)
+
+        essential = [LockedPackage.from_resolved(r) for r in
+                     PrivateApt().resolve([*lock.request, "?essential"])]
+        download(essential)
+        repo = _local_repo(tmp / "repo", list({p.sha256: p for p in
+                                               [*lock.packages, *essential]}.values()))
+        extract = _mmdebstrap("extract", lock.packages, repo, tmp / "extract.tar")
+        custom = _mmdebstrap("custom", essential, repo, tmp / "custom.tar")
+    ours = _median(cold)
+    return {
+        "image": "images/nginx.yaml",
+        "packages": len(lock.packages),
+        "layers": len(result.layers),
+        "coldBuildSeconds": ours,
+        "warmRebuildSeconds": _median(warm),
+        "etcChangeRebuildSeconds": _median(etc_change),
+        "imageBytesCompressed": result.size,
+        "imageBytesUncompressed": uncompressed,
+        "packagesInstalledBytes": installed,
+        "mmdebstrapExtractSameSet": extract,
+        "mmdebstrapCustomWithEssential": custom,
+        "speedupVsMmdebstrapExtract": round(extract["seconds"] / ours, 2)
+        if "seconds" in extract else None,
+        "speedupVsMmdebstrapCustom": round(custom["seconds"] / ours, 2)
+        if "seconds" in custom else None,
+    }
+
+
+def _tar_size(blob: Path) -> int:
+    done = subprocess.run(["gzip", "-l", "-q", str(blob)], capture_output=True, text=True,
+                          check=True, timeout=60)
+    return int(done.stdout.split()[1])
