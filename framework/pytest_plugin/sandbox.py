@@ -32,8 +32,10 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[Callable[..., Sandbox]]:
     started: list[Sandbox] = []
     base = Path(request.path).parent
 
-    def start(definition: str | Path, env: Mapping[str, str] | None = None) -> Sandbox:
-        box = start_image(built((base / definition).resolve()), env=env)
+    def start(definition: str | Path, env: Mapping[str, str] | None = None,
+              workdir: Path | None = None) -> Sandbox:
+        """`workdir`: an earlier sandbox's, to restart that container (its files kept)."""
+        box = start_image(built((base / definition).resolve()), env=env, workdir=workdir)
         started.append(box)
         return box
 

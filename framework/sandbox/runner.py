@@ -137,13 +137,13 @@ class Sandbox:
     def wait_until_succeeds(self, command: str, timeout: float = 10.0) -> str:
         last = ""
 
-        def attempt() -> str | None:
+        def attempt() -> tuple[str] | None:  # a tuple: an empty output is still success
             nonlocal last
             code, last = self.execute(command, timeout)
-            return last if code == 0 else None
+            return (last,) if code == 0 else None
 
         return self._poll(attempt, lambda: f"`{command}` to succeed (last output: {last!r})",
-                          timeout)
+                          timeout)[0]
 
     # Files, logs, services ---------------------------------------------------------------
     def path(self, inside: str) -> Path:
@@ -157,7 +157,9 @@ class Sandbox:
         self._poll(lambda: self.path(inside).exists() or None, f"file {inside}", timeout)
 
     def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
+        if self.log_path is None or not self.log_path.exists():  # not captured / cleaned up
+            return ""
+        return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, regex: str, timeout: float = 10.0) -> re.Match[str]:
         pattern = re.compile(regex, re.MULTILINE)
