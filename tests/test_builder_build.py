@@ -214,3 +214,14 @@ def test_a_file_shipped_by_two_packages_names_both(tmp_path):
                    env={"CIMAGES_CACHE": str(cache)})
     assert done.returncode == 2
     assert "/usr/share/both/file is shipped by both pkg-one and pkg-two" in done.stderr
+
+
+def test_from_a_definition_puts_its_layers_first_and_inherits_its_config(hello, tmp_path):
+    definition = tmp_path / "derived.yaml"
+    definition.write_text(f"image: {{name: derived, from: {HELLO}, env: {{GREETING: hi}}}}\n")
+    derived = build(definition, tmp_path / "out")
+    assert [p.name for p in derived.layers[:-1]] == [p.name for p in hello.layers]
+    config = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--config", f"oci:{derived.oci_dir}"], capture_output=True,
+        text=True, check=True, timeout=60).stdout)["config"]
+    assert config["Entrypoint"] == ["/usr/bin/hello"] and "GREETING=hi" in config["Env"]

@@ -290,6 +290,7 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
         *_blob_fields(_memory_layer("base", _base_entries(), mtime, stats)),
         "cimages: merged-/usr symlinks and base directories")]
     own_digests = {}
+    below = {layer.digest for layer in layers}
     for group, (blob, _) in zip(groups, built, strict=True):
         if len(group) == 1:
             own_digests[group[0].name] = blob.digest
@@ -297,7 +298,10 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
         else:
             label = "cimages: packages " + ", ".join(p.name for p in group) + \
                 " (sharing one layer: over image.maxLayers)"
-        layers.append(ImageLayer(*_blob_fields(blob), label))
+        # A package the base image (built by cimages) already holds, byte for byte, is
+        # not repeated: repeating it would also undo the base's generated files over it.
+        if blob.digest not in below:
+            layers.append(ImageLayer(*_blob_fields(blob), label))
 
     generated = account_files(acc) + _maintscript_files(lock.packages, infos, debs)
     for generator in GENERATORS:
