@@ -314,7 +314,11 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     config = image_config(cfg, layers, base.config if base else None)
     digest, paths, config_blob = write_layout(out_dir / "oci", config, layers, image["tag"])
     archive = out_dir / f"{image['name'].replace('/', '_')}.tar"
-    write_docker_archive(archive, config_blob, paths, ref, mtime)
+    # The archive is a copy of every blob: rewritten only when the image changed.
+    marker = out_dir / f".{archive.name}.digest"
+    if not (archive.is_file() and marker.is_file() and marker.read_text() == digest + ref):
+        write_docker_archive(archive, config_blob, paths, ref, mtime)
+        marker.write_text(digest + ref)
     sbom = out_dir / "sbom.spdx.json"
     _write_json(sbom, spdx(ref, digest, image["created"], lock.packages))
     _write_json(out_dir / "maintainer-scripts.json", maintscripts.inventory(
