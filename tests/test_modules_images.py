@@ -34,3 +34,14 @@ def test_s6_image_runs_nginx_as_an_s6_service():
     config = evaluate(ROOT / "images" / "s6.yaml").config
     assert config["systemd"]["services"] == {}
     assert config["s6"]["services"]["nginx"]["execStart"] == '/usr/sbin/nginx -g "daemon off;"'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("definition", sorted((ROOT / "tests" / "readme_examples").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_readme_example_builds(definition, tmp_path):
+    from framework.builder import build
+
+    result = build(definition, tmp_path / "out")
+    assert result.digest.startswith("sha256:")
+    assert result.archive.is_file()
