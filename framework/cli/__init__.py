@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from framework.cli import build, ci_cell, evaluate, lock, matrix, options, report
+from framework.cli import build, ci_cell, evaluate, init, lock, matrix, options, report
 from framework.errors import UserError
 
-COMMANDS = [evaluate, options, matrix, ci_cell, report, build, lock]
+COMMANDS = [evaluate, options, matrix, ci_cell, report, build, lock, init]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -99,7 +99,11 @@ wait_for() {{
     shift
     wait_supervised "$@" || return 1
     for name; do
-        /usr/bin/s6-svwait "$flag" "$S6_STATE/scan/$name" || return 1
+        # Retried: a fresh supervisor may not have written its status file yet.
+        until /usr/bin/s6-svwait "$flag" "$S6_STATE/scan/$name" 2>/dev/null; do
+            stopping && return 1
+            $bb sleep 0.05
+        done
     done
 }}
 """
