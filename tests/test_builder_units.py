@@ -117,3 +117,11 @@ def test_only_debian_sources_are_kept():
     assert listed[0].signed_by == "/g.gpg"
     from framework.builder.sources import _is_debian
     assert not _is_debian(listed[0].uri) and _is_debian(found[0].uri)
+
+
+def test_implicit_parent_directories_keep_the_lower_layers_metadata(tmp_path):
+    blob = write_layer([Entry("tmp/x/file", "file", 0o644, size=0, data=b"")], 1, tmp_path,
+                       below={"tmp": (0o1777, 0, 0), "tmp/x": (0o750, 33, 33)})
+    members = {m.name: m for m in layer_members(blob.path)}
+    assert members["tmp"].mode == 0o1777
+    assert (members["tmp/x"].mode, members["tmp/x"].uid) == (0o750, 33)

@@ -56,16 +56,24 @@ class _HashingWriter(io.RawIOBase):
         return len(data)
 
 
-def with_parents(entries: Iterable[Entry]) -> list[Entry]:
-    """Adds a root-owned 0755 entry for every parent directory no entry declares, so
-    unpacking a layer alone never creates directories with an extractor's defaults."""
+# A directory's (mode, uid, gid) as a lower layer has it.
+DirMeta = dict[str, tuple[int, int, int]]
+
+
+def with_parents(entries: Iterable[Entry], below: DirMeta | None = None) -> list[Entry]:
+    """Adds an entry for every parent directory no entry declares, so unpacking a layer
+    alone never creates directories with an extractor's defaults. A layer's directory
+    entry replaces the lower one's metadata, so a parent takes it from `below` (the base's
+    1777 /tmp, a package's www-data-owned directory) and is root 0755 only when unknown."""
+    below = below or {}
     by_path = {}
     for entry in entries:
         by_path.setdefault(entry.path, entry)  # the first declaration wins
     for path in list(by_path):
         parent = os.path.dirname(path)
         while parent and parent not in by_path:
-            by_path[parent] = Entry(parent, "dir", 0o755)
+            mode, uid, gid = below.get(parent, (0o755, 0, 0))
+            by_path[parent] = Entry(parent, "dir", mode, uid, gid)
             parent = os.path.dirname(parent)
     return list(by_path.values())
 
@@ -106,9 +114,9 @@ def _tarinfo(entry: Entry, mtime: int) -> tarfile.TarInfo:
 
 
 def write_layer(entries: Iterable[Entry], mtime: int, directory: Path,
-                spool: BinaryIO | None = None) -> LayerBlob:
+                spool: BinaryIO | None = None, below: DirMeta | None = None) -> LayerBlob:
     """Writes the entries as a gzip tar blob into `directory` (named by its digest)."""
-    ordered = sorted(with_parents(entries), key=lambda e: e.path.encode())
+    ordered = sorted(with_parents(entries, below), key=lambda e: e.path.encode())
     _order_hardlinks(ordered)
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".layer-")
     try:

@@ -20,7 +20,7 @@ from framework.builder.layer import LayerBlob
 from framework.builder.paths import cache_dir
 
 # Bump when the bytes of a layer for the same inputs change (tar or path rules).
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 
 def key_of(value: Any) -> str:
@@ -56,9 +56,9 @@ def store(key: str, blob: LayerBlob) -> None:
 
 
 def deb_info(sha256: str) -> dict[str, Any] | None:
-    path = cache_dir("info") / f"{sha256}.json"
+    path = cache_dir("info") / f"{sha256}.v{BUILDER_VERSION}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def store_deb_info(sha256: str, info: dict[str, Any]) -> None:
-    _atomic_json(cache_dir("info") / f"{sha256}.json", info)
+    _atomic_json(cache_dir("info") / f"{sha256}.v{BUILDER_VERSION}.json", info)

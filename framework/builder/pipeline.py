@@ -21,7 +21,7 @@ from framework.builder.deb import control_files, data_tar
 from framework.builder.download import download
 from framework.builder.generated import GENERATORS
 from framework.builder.grouping import group_packages
-from framework.builder.layer import Entry, LayerBlob, write_layer
+from framework.builder.layer import DirMeta, Entry, LayerBlob, with_parents, write_layer
 from framework.builder.lockfile import Lock, LockedPackage, lock_path, write_lock
 from framework.builder.oci import (
     LAYER_GZIP,
@@ -77,8 +77,10 @@ def _base_entries() -> list[Entry]:
     return entries
 
 
-def _memory_layer(kind: str, entries: list[Entry], mtime: int, stats: _Stats) -> LayerBlob:
+def _memory_layer(kind: str, entries: list[Entry], mtime: int, stats: _Stats,
+                  below: DirMeta | None = None) -> LayerBlob:
     """A layer whose entries are all in memory, cached by a hash of those entries."""
+    entries = with_parents(entries, below)
     described = [(e.path, e.kind, e.mode, e.uid, e.gid, e.link,
                   hashlib.sha256(e.data or b"").hexdigest()) for e in entries]
     key = layercache.key_of([kind, mtime, sorted(described)])
@@ -139,6 +141,7 @@ def _write_package_layer(group: list[LockedPackage], debs: dict[str, Path], ids:
                 "files": unpacked.files,
                 "control": {k: v.decode("utf-8", "replace") for k, v in control.items()},
                 "skipped_devices": unpacked.skipped_devices,
+                "dirs": unpacked.dirs,
             }
             layercache.store_deb_info(p.sha256, infos[p.sha256])
             entries += unpacked.entries + _status_entries(p.name, control)
@@ -306,8 +309,12 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     generated = account_files(acc) + _maintscript_files(lock.packages, infos, debs)
     for generator in GENERATORS:
         generated += generator(cfg)
+    below: DirMeta = {e.path: (e.mode, e.uid, e.gid) for e in _base_entries()
+                      if e.kind == "dir"}
+    for p in lock.packages:
+        below.update({path: tuple(meta) for path, meta in infos[p.sha256]["dirs"].items()})
     layers.append(ImageLayer(*_blob_fields(_memory_layer(
-        "generated", _generated_entries(generated, ids), mtime, stats)),
+        "generated", _generated_entries(generated, ids), mtime, stats, below)),
         "cimages: generated files (accounts, /etc, services)"))
 
     ref = f"{image['name']}:{image['tag']}"

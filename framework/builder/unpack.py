@@ -45,6 +45,8 @@ class Unpacked:
     # Non-directory paths with a fingerprint of their content, to find file conflicts.
     files: dict[str, str]
     owner_names: set[str]  # "user:NAME"/"group:NAME" a member was owned by (not root)
+    # Directories that are not root 0755: what a later layer must keep for them.
+    dirs: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     skipped_devices: int = 0
 
 
@@ -63,7 +65,8 @@ def unpack_deb(deb: Path, ids: IdMap, spool: BinaryIO) -> Unpacked:
             gid = _owner(member.gname, member.gid, ids.groups, "group", result.owner_names)
             entry = Entry(path, "dir", member.mode, uid, gid)
             if member.isdir():
-                pass
+                if (member.mode & 0o7777, uid, gid) != (0o755, 0, 0):
+                    result.dirs[path] = (member.mode & 0o7777, uid, gid)
             elif member.issym():
                 entry.kind, entry.link = "symlink", member.linkname
                 result.files[path] = "symlink:" + member.linkname
