@@ -41,3 +41,8 @@ def test_user_group_working_directory_environment_and_argv0(sandbox):
     cmdlines = box.succeed("for p in /proc/[0-9]*; do busybox tr '\\0' ' ' < $p/cmdline; "
                            "echo; done")
     assert "renamed-sleeper infinity " in cmdlines.splitlines()
+
+
+def test_group_applies_without_a_user_service_in_the_image(sandbox):
+    box = sandbox("images/systemd-group.yaml")
+    box.wait_for_log(r"^grouped: grouped user=svc group=staff$")

@@ -136,7 +136,8 @@ def test_group_switches_user_and_group_with_s6_tools(tmp_path):
     # s6's `user` would set the user's own primary group: the script drops privileges itself.
     assert web["user"] is None
     assert web["script"] == (
-        "exec s6-envuidgid www s6-envuidgid -g staff s6-applyuidgid -Uz /bin/busybox sh -c "
+        "exec s6-envuidgid -B www:staff /usr/lib/execline/bin/export GIDLIST '' "
+        "s6-applyuidgid -Uz /bin/busybox sh -c "
         "'set -e\nexec web\n'\n"
     )
 

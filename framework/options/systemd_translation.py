@@ -35,9 +35,11 @@ RESTARTING = frozenset({"always", "on-failure"})
 # others change privileges or variable expansion, which a shell line cannot express.
 EXEC_PREFIXES = "@-+!:"
 
-# execline's `exec` sets argv[0] (`exec -a`); Debian's /bin/sh (dash) cannot, and execline
-# is in every image with s6 services.
-EXECLINE_EXEC = "/usr/lib/execline/bin/exec"
+# execline's `exec` sets argv[0] (`exec -a`), which Debian's /bin/sh (dash) cannot; its
+# `export` sets a variable in front of a program. execline is in every image with s6
+# services; these two live outside PATH because they shadow shell builtins.
+EXECLINE_BIN = "/usr/lib/execline/bin"
+EXECLINE_EXEC = f"{EXECLINE_BIN}/exec"
 # What NixOS (and the seed) put on every unit's PATH, so scripts find the usual tools.
 DEFAULT_PATH = ["coreutils", "findutils", "grep", "sed"]
 # The shell the s6 init runs every script with (framework/s6); images need no other one.
@@ -107,10 +109,12 @@ def oneshot_posts(services: Mapping[str, Mapping[str, Any]], long_runs: set[str]
 
 def _privilege_drop(user: str | None, group: str) -> str:
     """A command prefix running the rest as user:group. s6's `user` takes only a user (and
-    its primary group), so a Group= is applied here with s6's own uid/gid tools."""
-    account = shlex.quote(user or "root")
+    its primary group), so a Group= is applied here with s6's own uid/gid tools. The
+    supplementary groups are cleared: looking them up needs a glibc NSS configuration
+    (/etc/nsswitch.conf) that Debian only creates in a maintainer script."""
+    account = shlex.quote(f"{user or 'root'}:{group}")
     return (
-        f"exec s6-envuidgid {account} s6-envuidgid -g {shlex.quote(group)} "
+        f"exec s6-envuidgid -B {account} {EXECLINE_BIN}/export GIDLIST '' "
         f"s6-applyuidgid -Uz {SHELL} -c "
     )
 
