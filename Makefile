@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/cimages eval images/example.yaml --option image.name
+	$(PY) -m framework.demo
 
 test: setup lint unit-tests sandbox-tests vm-tests
 
