@@ -225,3 +225,38 @@ def test_from_a_definition_puts_its_layers_first_and_inherits_its_config(hello, 
         ["skopeo", "inspect", "--config", f"oci:{derived.oci_dir}"], capture_output=True,
         text=True, check=True, timeout=60).stdout)["config"]
     assert config["Entrypoint"] == ["/usr/bin/hello"] and "GREETING=hi" in config["Env"]
+
+
+def run_definition(directory: Path, lines: list[str]) -> Path:
+    definition = directory / "run.yaml"
+    definition.write_text(yaml.safe_dump({"image": {"name": "run", "interactive": True,
+                                                    "run": lines}}))
+    return definition
+
+
+def layer_names(blob: Path) -> list[str]:
+    import tarfile
+    with tarfile.open(blob) as tar:
+        return tar.getnames()
+
+
+def test_image_run_lines_become_the_last_layer_with_whiteouts(tmp_path):
+    result = build(run_definition(tmp_path, [
+        f"mkdir -p /srv && echo {tmp_path.name} > /srv/index.html",
+        "rm /usr/share/doc/dash/copyright",
+    ]), tmp_path / "out")
+    names = layer_names(result.layers[-1])
+    assert "srv/index.html" in names and "usr/share/doc/dash/.wh.copyright" in names
+    assert "proc" not in names and "etc/passwd" not in names
+    again = build(run_definition(tmp_path, [
+        f"mkdir -p /srv && echo {tmp_path.name} > /srv/index.html",
+        "rm /usr/share/doc/dash/copyright",
+    ]), tmp_path / "out")
+    assert again.written_layers == 0 and again.digest == result.digest
+
+
+def test_a_failing_run_line_is_named(tmp_path):
+    done = cimages("build", str(run_definition(tmp_path, ["echo oops; exit 3"])),
+                   "-o", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert "image.run line `echo oops; exit 3` failed with exit code 3: oops" in done.stderr

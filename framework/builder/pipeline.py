@@ -32,6 +32,7 @@ from framework.builder.oci import (
 )
 from framework.builder.progress import Progress
 from framework.builder.resolve import lock_for_build, requested_packages
+from framework.builder.run import run_layer
 from framework.builder.sbom import spdx
 from framework.builder.unpack import MERGED_USR, IdMap, unpack_deb, usr_path
 from framework.errors import UserError
@@ -276,7 +277,7 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     ids = acc.id_map()
 
     base = load_base(image["from"], out_dir) if image["from"] else None
-    fixed = (len(base.layers) if base else 1) + 1
+    fixed = (len(base.layers) if base else 1) + 1 + bool(image["run"])
     slots = image["maxLayers"] - fixed
     if slots < 1 and lock.packages:
         raise UserError(f"image.maxLayers is {image['maxLayers']} but the base and generated "
@@ -316,6 +317,11 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     layers.append(ImageLayer(*_blob_fields(_memory_layer(
         "generated", _generated_entries(generated, ids), mtime, stats, below)),
         "cimages: generated files (accounts, /etc, services)"))
+    if image["run"]:
+        blob, reused = run_layer(image["run"], layers, mtime)
+        stats.reused, stats.written = stats.reused + reused, stats.written + (not reused)
+        layers.append(ImageLayer(*_blob_fields(blob), "cimages: image.run: " +
+                                 "; ".join(image["run"])))
 
     ref = f"{image['name']}:{image['tag']}"
     config = image_config(cfg, layers, base.config if base else None)
