@@ -152,3 +152,10 @@ def test_law_the_best_priority_decides_a_scalar(definitions):
     assert merged == next(iter(winners))
     # The order of the definitions never matters for a scalar.
     assert anything.merge("x", defs(*reversed(definitions))) == merged
+
+
+def test_a_submodule_left_at_its_default_gets_its_sub_option_defaults(write):
+    top = write("top.yaml", "image: {name: t}\nsystemd: {services: {web: {script: run}}}\n")
+    service_config = evaluate(top).config["systemd"]["services"]["web"]["serviceConfig"]
+    assert service_config["Type"] == "simple"
+    assert service_config["ExecStart"] is None

@@ -13,6 +13,8 @@ from pathlib import Path
 from framework.ci import TIERS
 from framework.errors import UserError
 
+SOURCE = Path(__file__).resolve().parents[2]
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -38,7 +40,10 @@ def collect(root: Path, tier: str) -> list[dict[str, object]]:
             [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "framework.ci.collect",
              "-p", "no:cacheprovider", TIERS[tier]],
             cwd=root, capture_output=True, text=True, timeout=300,
-            env={**os.environ, "CIMAGES_COLLECT_OUT": out.name},
+            # The plugin must import from this checkout whatever project is collected.
+            env={**os.environ, "CIMAGES_COLLECT_OUT": out.name,
+                 "PYTHONPATH": os.pathsep.join(filter(None, [str(SOURCE),
+                                                             os.environ.get("PYTHONPATH")]))},
         )
         if result.returncode not in (0, 5):
             raise UserError(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import difflib
 from collections.abc import Mapping
 from typing import Any
 
 from framework.errors import UserError
-from framework.modules.nodes import Node
+from framework.modules.nodes import Loc, Node, to_node
 from framework.modules.option import REQUIRED, Option
 from framework.modules.types import anything, join, type_error
 
@@ -54,7 +53,8 @@ def merge_tree(
             elif decl.default is REQUIRED:
                 out[key] = Missing(sub)
             else:
-                out[key] = copy.deepcopy(decl.default)
+                # Through the type, so a submodule default gets its sub-options' defaults.
+                out[key] = decl.type.merge(sub, [to_node(decl.default, Loc(f"default of {sub}"))])
         else:
             for node in found:
                 if not isinstance(node.value, dict):

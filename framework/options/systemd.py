@@ -36,10 +36,7 @@ SERVICE = t.submodule(
         "enable": option(t.bool_, True, "Whether the service exists."),
         "script": option(t.null_or(t.str_), None, "Shell text of the main process."),
         "preStart": option(t.null_or(t.str_), None, "Shell text run before the main process."),
-        # The default spelled out (every sub-option at its default): a bare `{}` default is
-        # not merged through the submodule, so its sub-options would be missing.
-        "serviceConfig": option(SERVICE_CONFIG, SERVICE_CONFIG.merge("serviceConfig", []),
-                                "The [Service] section subset."),
+        "serviceConfig": option(SERVICE_CONFIG, {}, "The [Service] section subset."),
         "environment": option(t.attrs_of(t.str_), {}, "Environment variables."),
         "path": option(t.list_of(t.package), [], "Packages whose bin directories join PATH "
                        "(after coreutils, findutils, grep and sed, as in NixOS)."),
