@@ -260,3 +260,16 @@ def test_a_failing_run_line_is_named(tmp_path):
                    "-o", str(tmp_path / "out"))
     assert done.returncode == 2
     assert "image.run line `echo oops; exit 3` failed with exit code 3: oops" in done.stderr
+
+
+def test_a_package_layer_not_matching_the_lock_is_reported(tmp_path):
+    def wrong_layer(lock):
+        for package in lock["packages"]:
+            if package["name"] == "hello":
+                package["layer"] = "sha256:" + "0" * 64
+    definition = hello_variant(tmp_path, lock_edit=wrong_layer)
+    result = build(definition, tmp_path / "out", frozen=True)
+    assert any("layers of hello differ" in w for w in result.warnings)
+    assert "0" * 64 in definition.with_suffix(".lock").read_text()  # --frozen writes nothing
+    build(definition, tmp_path / "out")
+    assert "0" * 64 not in definition.with_suffix(".lock").read_text()

@@ -243,17 +243,21 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _record_layers(definition: Path, lock: Lock, own: dict[str, str], frozen: bool,
                    warnings: list[str]) -> None:
-    """The lock remembers each package layer's digest; a differing one is reported."""
+    """The lock remembers each package layer's digest; a differing one is reported.
+
+    A difference is a warning, not an error: the .debs are verified by hash already, and
+    the usual cause is the environment (another zlib gives other gzip bytes), which a user
+    cannot fix in the definition. `--frozen` reports without writing the lock."""
     changed = sorted(n for p in lock.packages if (n := p.name) in own
                      and p.layer and p.layer != own[n])
     if changed:
-        message = (f"layers of {', '.join(changed)} differ from the digests in "
-                   f"{lock_path(definition)} (the build is not reproducing them: the builder, "
-                   "image.created or the owners' ids changed)")
-        if frozen:
-            raise UserError(message + "; run `cimages lock --update` if that is intended")
-        warnings.append(message + "; the lock now records the new digests")
-    if changed or any(p.layer is None and p.name in own for p in lock.packages):
+        warnings.append(
+            f"layers of {', '.join(changed)} differ from the digests in "
+            f"{lock_path(definition)}: this build did not reproduce them (the builder, "
+            "image.created, the owners' ids or the zlib version differ)"
+            + ("" if frozen else "; the lock now records the new digests"))
+    missing = any(p.layer is None and p.name in own for p in lock.packages)
+    if (changed or missing) and not frozen:
         write_lock(lock_path(definition), lock.with_layers(own), definition)
 
 
