@@ -5,11 +5,8 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
-import multiprocessing
 import os
-import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,7 @@ from typing import Any
 from framework.builder import layercache, maintscripts
 from framework.builder.accounts import Accounts, account_files, accounts
 from framework.builder.base import load_base
-from framework.builder.deb import control_files, data_tar
+from framework.builder.deb import data_tar
 from framework.builder.download import download
 from framework.builder.generated import GENERATORS
 from framework.builder.grouping import group_packages
@@ -30,11 +27,11 @@ from framework.builder.oci import (
     write_docker_archive,
     write_layout,
 )
-from framework.builder.progress import Progress
+from framework.builder.packages import check_conflicts, package_layers
 from framework.builder.resolve import lock_for_build, requested_packages
 from framework.builder.run import run_layer
 from framework.builder.sbom import spdx
-from framework.builder.unpack import MERGED_USR, IdMap, unpack_deb, usr_path
+from framework.builder.unpack import MERGED_USR, IdMap, usr_path
 from framework.errors import UserError
 from framework.image_files import ImageFile
 from framework.modules import evaluate
@@ -93,102 +90,6 @@ def _memory_layer(kind: str, entries: list[Entry], mtime: int, stats: _Stats,
     layercache.store(key, blob)
     stats.written += 1
     return blob
-
-
-def _owner_ids(info: dict[str, Any], ids: IdMap) -> dict[str, int | None]:
-    table = {"user": ids.users, "group": ids.groups}
-    return {n: table[n.split(":", 1)[0]].get(n.split(":", 1)[1])
-            for n in info["owner_names"]}
-
-
-def _group_key(group: list[LockedPackage], infos: dict[str, Any], ids: IdMap,
-               mtime: int) -> str:
-    return layercache.key_of(["packages", mtime, [
-        [p.sha256, _owner_ids(infos[p.sha256], ids)] for p in group]])
-
-
-def _status_entries(name: str, control: dict[str, bytes]) -> list[Entry]:
-    """var/lib/dpkg/status.d/<package>: what image scanners read to list packages."""
-    text = control.get("control", b"").rstrip(b"\n") + b"\n"
-    entries = [Entry(f"var/lib/dpkg/status.d/{name}", "file", 0o644, size=len(text), data=text)]
-    if "md5sums" in control:
-        sums = control["md5sums"]
-        entries.append(Entry(f"var/lib/dpkg/status.d/{name}.md5sums", "file", 0o644,
-                             size=len(sums), data=sums))
-    return entries
-
-
-def _cached_layer(group: list[LockedPackage], ids: IdMap, mtime: int
-                  ) -> tuple[LayerBlob, dict[str, Any]] | None:
-    """The layer from the cache, decided without opening a .deb; None on a miss."""
-    infos = {p.sha256: layercache.deb_info(p.sha256) for p in group}
-    if not all(infos.values()):
-        return None
-    hit = layercache.lookup(_group_key(group, infos, ids, mtime))
-    return (hit, infos) if hit else None
-
-
-def _write_package_layer(group: list[LockedPackage], debs: dict[str, Path], ids: IdMap,
-                         mtime: int) -> tuple[LayerBlob, dict[str, Any]]:
-    """Unpacks the group's .debs into one layer and caches it (runs in a worker process)."""
-    infos: dict[str, Any] = {}
-    entries: list[Entry] = []
-    with tempfile.TemporaryFile(prefix="cimages-spool-") as spool:
-        for p in group:
-            unpacked = unpack_deb(debs[p.name], ids, spool)
-            control = control_files(debs[p.name])
-            infos[p.sha256] = {
-                "owner_names": sorted(unpacked.owner_names),
-                "files": unpacked.files,
-                "control": {k: v.decode("utf-8", "replace") for k, v in control.items()},
-                "skipped_devices": unpacked.skipped_devices,
-                "dirs": unpacked.dirs,
-            }
-            layercache.store_deb_info(p.sha256, infos[p.sha256])
-            entries += unpacked.entries + _status_entries(p.name, control)
-        blob = write_layer(entries, mtime, layercache.blob_dir(), spool)
-    layercache.store(_group_key(group, infos, ids, mtime), blob)
-    return blob, infos
-
-
-def _package_layers(groups: list[list[LockedPackage]], debs: dict[str, Path], ids: IdMap,
-                    mtime: int, stats: _Stats) -> list[tuple[LayerBlob, dict[str, Any]]]:
-    built: dict[int, tuple[LayerBlob, dict[str, Any]]] = {}
-    for i, group in enumerate(groups):
-        if hit := _cached_layer(group, ids, mtime):
-            built[i] = hit
-    stats.reused += len(built)
-    # Largest first, so the workers finish together; processes, because tar parsing holds
-    # the GIL. A single miss (the usual rebuild) is not worth a worker.
-    misses = sorted((i for i in range(len(groups)) if i not in built),
-                    key=lambda i: -sum(p.installedSize for p in groups[i]))
-    stats.written += len(misses)
-    if len(misses) == 1:
-        built[misses[0]] = _write_package_layer(groups[misses[0]], debs, ids, mtime)
-    elif misses:
-        progress = Progress("layers", len(misses), unit="layers")
-        workers = min(os.cpu_count() or 2, len(misses))
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {pool.submit(_write_package_layer, groups[i], debs, ids, mtime): i
-                       for i in misses}
-            for future in as_completed(futures):
-                built[futures[future]] = future.result()
-                progress.advance(1)
-        progress.finish(f"{len(misses)} written, {len(groups) - len(misses)} reused")
-    return [built[i] for i in range(len(groups))]
-
-
-def _check_conflicts(packages: list[LockedPackage], infos: dict[str, Any]) -> None:
-    owner: dict[str, tuple[str, str]] = {}
-    for p in packages:
-        for path, fingerprint in infos[p.sha256]["files"].items():
-            seen = owner.setdefault(path, (p.name, fingerprint))
-            if seen[1] != fingerprint:
-                raise UserError(
-                    f"file conflict: /{path} is shipped by both {seen[0]} and {p.name} with "
-                    "different content; remove one of the two packages from "
-                    "environment.systemPackages (dpkg would refuse to install both too)"
-                )
 
 
 def _generated_entries(files: list[ImageFile], ids: IdMap) -> list[Entry]:
@@ -290,9 +191,11 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     groups = [[by_name[n] for n in g] for g in
               group_packages({p.name: p.depends for p in lock.packages}, max(slots, 1))]
 
-    built = _package_layers(groups, debs, ids, mtime, stats)
+    built, written = package_layers(groups, debs, ids, mtime)
+    stats.written += written
+    stats.reused += len(groups) - written
     infos = {sha: info for _, group_infos in built for sha, info in group_infos.items()}
-    _check_conflicts(lock.packages, infos)
+    check_conflicts(lock.packages, infos)
 
     layers: list[ImageLayer] = list(base.layers) if base else [ImageLayer(
         *_blob_fields(_memory_layer("base", _base_entries(), mtime, stats)),

@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"digest:  {result.digest}")
     print(f"layers:  {len(result.layers)} ({result.written_layers} written, "
           f"{result.reused_layers} reused)")
-    print(f"size:    {result.size / 1e6:.2f} MB (compressed)")
+    size = f"{result.size / 1e6:.1f} MB" if result.size >= 1e6 else f"{result.size / 1e3:.1f} kB"
+    print(f"size:    {size} (compressed)")
     print(f"time:    {result.seconds:.2f} s")
     print(f"oci:     {result.oci_dir}")
     print(f"archive: {result.archive}")

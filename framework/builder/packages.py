@@ -1,0 +1,114 @@
+"""Package layers: from the cache when their inputs are unchanged, else unpacked from the
+.debs in worker processes; and the check that no two packages ship one file differently."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from framework.builder import layercache
+from framework.builder.deb import control_files
+from framework.builder.layer import Entry, LayerBlob, write_layer
+from framework.builder.lockfile import LockedPackage
+from framework.builder.progress import Progress
+from framework.builder.unpack import IdMap, unpack_deb
+from framework.errors import UserError
+
+
+def _owner_ids(info: dict[str, Any], ids: IdMap) -> dict[str, int | None]:
+    table = {"user": ids.users, "group": ids.groups}
+    return {n: table[n.split(":", 1)[0]].get(n.split(":", 1)[1])
+            for n in info["owner_names"]}
+
+
+def _group_key(group: list[LockedPackage], infos: dict[str, Any], ids: IdMap,
+               mtime: int) -> str:
+    return layercache.key_of(["packages", mtime, [
+        [p.sha256, _owner_ids(infos[p.sha256], ids)] for p in group]])
+
+
+def _status_entries(name: str, control: dict[str, bytes]) -> list[Entry]:
+    """var/lib/dpkg/status.d/<package>: what image scanners read to list packages."""
+    text = control.get("control", b"").rstrip(b"\n") + b"\n"
+    entries = [Entry(f"var/lib/dpkg/status.d/{name}", "file", 0o644, size=len(text), data=text)]
+    if "md5sums" in control:
+        sums = control["md5sums"]
+        entries.append(Entry(f"var/lib/dpkg/status.d/{name}.md5sums", "file", 0o644,
+                             size=len(sums), data=sums))
+    return entries
+
+
+def _cached_layer(group: list[LockedPackage], ids: IdMap, mtime: int
+                  ) -> tuple[LayerBlob, dict[str, Any]] | None:
+    """The layer from the cache, decided without opening a .deb; None on a miss."""
+    infos = {p.sha256: layercache.deb_info(p.sha256) for p in group}
+    if not all(infos.values()):
+        return None
+    hit = layercache.lookup(_group_key(group, infos, ids, mtime))
+    return (hit, infos) if hit else None
+
+
+def _write_package_layer(group: list[LockedPackage], debs: dict[str, Path], ids: IdMap,
+                         mtime: int) -> tuple[LayerBlob, dict[str, Any]]:
+    """Unpacks the group's .debs into one layer and caches it (runs in a worker process)."""
+    infos: dict[str, Any] = {}
+    entries: list[Entry] = []
+    with tempfile.TemporaryFile(prefix="cimages-spool-") as spool:
+        for p in group:
+            unpacked = unpack_deb(debs[p.name], ids, spool)
+            control = control_files(debs[p.name])
+            infos[p.sha256] = {
+                "owner_names": sorted(unpacked.owner_names),
+                "files": unpacked.files,
+                "control": {k: v.decode("utf-8", "replace") for k, v in control.items()},
+                "skipped_devices": unpacked.skipped_devices,
+                "dirs": unpacked.dirs,
+            }
+            layercache.store_deb_info(p.sha256, infos[p.sha256])
+            entries += unpacked.entries + _status_entries(p.name, control)
+        blob = write_layer(entries, mtime, layercache.blob_dir(), spool)
+    layercache.store(_group_key(group, infos, ids, mtime), blob)
+    return blob, infos
+
+
+def package_layers(groups: list[list[LockedPackage]], debs: dict[str, Path], ids: IdMap,
+                   mtime: int) -> tuple[list[tuple[LayerBlob, dict[str, Any]]], int]:
+    """Each group's layer and its packages' infos, and how many layers were written."""
+    built: dict[int, tuple[LayerBlob, dict[str, Any]]] = {}
+    for i, group in enumerate(groups):
+        if hit := _cached_layer(group, ids, mtime):
+            built[i] = hit
+    # Largest first, so the workers finish together; processes, because tar parsing holds
+    # the GIL. A single miss (the usual rebuild) is not worth a worker.
+    misses = sorted((i for i in range(len(groups)) if i not in built),
+                    key=lambda i: -sum(p.installedSize for p in groups[i]))
+    if len(misses) == 1:
+        built[misses[0]] = _write_package_layer(groups[misses[0]], debs, ids, mtime)
+    elif misses:
+        progress = Progress("layers", len(misses), unit="layers")
+        workers = min(os.cpu_count() or 2, len(misses))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(_write_package_layer, groups[i], debs, ids, mtime): i
+                       for i in misses}
+            for future in as_completed(futures):
+                built[futures[future]] = future.result()
+                progress.advance(1)
+        progress.finish(f"{len(misses)} written, {len(groups) - len(misses)} reused")
+    return [built[i] for i in range(len(groups))], len(misses)
+
+
+def check_conflicts(packages: list[LockedPackage], infos: dict[str, Any]) -> None:
+    owner: dict[str, tuple[str, str]] = {}
+    for p in packages:
+        for path, fingerprint in infos[p.sha256]["files"].items():
+            seen = owner.setdefault(path, (p.name, fingerprint))
+            if seen[1] != fingerprint:
+                raise UserError(
+                    f"file conflict: /{path} is shipped by both {seen[0]} and {p.name} with "
+                    "different content; remove one of the two packages from "
+                    "environment.systemPackages (dpkg would refuse to install both too)"
+                )
