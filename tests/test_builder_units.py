@@ -125,3 +125,19 @@ def test_implicit_parent_directories_keep_the_lower_layers_metadata(tmp_path):
     members = {m.name: m for m in layer_members(blob.path)}
     assert members["tmp"].mode == 0o1777
     assert (members["tmp/x"].mode, members["tmp/x"].uid) == (0o750, 33)
+
+
+def test_the_inventory_says_what_is_covered_and_what_is_not():
+    from framework.builder.maintscripts import inventory
+    control = {
+        "openssh-server": {"postinst": b"adduser --system sshd\nssh-keygen -A\n"},
+        "mawk": {"postinst": MAWK_POSTINST.encode()},
+        "libfoo": {"triggers": b"activate-noawait ldconfig\n"},
+        "plain": {"control": b"Package: plain\n"},
+    }
+    report = inventory(control, {"libfoo": {"etc/ld.so.conf.d/foo.conf": "x"}})
+    assert report["openssh-server"]["covered"] == ["system accounts"]
+    assert report["openssh-server"]["notCovered"] == ["SSH host keys"]
+    assert report["mawk"]["covered"] == ["alternatives"]
+    assert report["libfoo"]["notCovered"] == ["ldconfig (extra library directory)"]
+    assert "plain" not in report

@@ -13,7 +13,9 @@ What those scripts do, and what the builder does about it:
   (/usr/lib/x86_64-linux-gnu, ...) without a cache, which is where packaged libraries live;
   packages shipping /etc/ld.so.conf.d entries for other directories are reported;
 - init-system glue (deb-systemd-helper, update-rc.d, invoke-rc.d) and debconf: nothing to
-  do in a container, whose services the s6 init starts.
+  do in a container, whose services the s6 init starts;
+- SSH host keys and the kernel's module index/initramfs: reported as not covered; they
+  belong to the first boot (keys must not be shared by every copy of an image).
 
 `inventory()` lists, per package, which scripts it has and which of these apply.
 """
@@ -50,6 +52,12 @@ ACTIONS: list[tuple[str, str, bool | None]] = [
     ("ldconfig", r"\bldconfig\b", True),
     ("init-system glue", r"deb-systemd|update-rc\.d|invoke-rc\.d|systemctl", True),
     ("debconf", r"/usr/share/debconf/confmodule", True),
+    # Not done at build time on purpose: host keys baked into an image are shared secrets
+    # (generate them when the container or VM starts: `ssh-keygen -A`).
+    ("SSH host keys", r"ssh-keygen", False),
+    # The kernel's module index and initramfs: a VM image's job (`depmod` at build or boot).
+    ("kernel module index/initramfs", r"\bdepmod\b|update-initramfs|linux-update-symlinks",
+     False),
 ]
 
 
