@@ -3,6 +3,7 @@
 import gzip
 import io
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,66 @@ def test_the_inventory_says_what_is_covered_and_what_is_not():
     assert report["mawk"]["covered"] == ["alternatives"]
     assert report["libfoo"]["notCovered"] == ["ldconfig (extra library directory)"]
     assert "plain" not in report
+
+
+def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes]], compress) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for info, data in members:
+            info.size = len(data) if info.isfile() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return compress(raw.getvalue())
+
+
+def make_deb(path: Path, data_members, compression: str = "xz") -> Path:
+    """A .deb written by hand: ar with debian-binary, control.tar.gz and data.tar.*."""
+    import lzma
+
+    import zstandard
+    control = tarfile.TarInfo("./control")
+    compressors = {"xz": lzma.compress, "gz": gzip.compress,
+                   "zst": zstandard.ZstdCompressor().compress}
+    members = [
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.gz", tar_bytes([(control, b"Package: t\nVersion: 1\n")], gzip.compress)),
+        (f"data.tar.{compression}", tar_bytes(data_members, compressors[compression])),
+    ]
+    out = bytearray(b"!<arch>\n")
+    for name, data in members:
+        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{0o100644:<8o}{len(data):<10}`\n".encode()
+        out += data + (b"\n" if len(data) % 2 else b"")
+    path.write_bytes(bytes(out))
+    return path
+
+
+def member(name, kind=tarfile.REGTYPE, mode=0o644, uname="root", gname="root", uid=0, gid=0,
+           link=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.uname, info.gname, info.uid, info.gid = (
+        kind, mode, uname, gname, uid, gid)
+    info.linkname = link
+    return info
+
+
+@pytest.mark.parametrize("compression", ["xz", "gz", "zst"])
+def test_unpacking_rewrites_merged_usr_maps_owners_and_skips_devices(tmp_path, compression):
+    from framework.builder.unpack import IdMap, unpack_deb
+    deb = make_deb(tmp_path / "t.deb", [
+        (member("./", tarfile.DIRTYPE, 0o755), b""),
+        (member("./bin", tarfile.DIRTYPE, 0o755), b""),
+        (member("./bin/su", mode=0o4755), b"su"),
+        (member("./bin/su2", tarfile.LNKTYPE, link="./bin/su"), b""),
+        (member("./var/www", tarfile.DIRTYPE, 0o750, "www-data", "www-data", 1234, 1234), b""),
+        (member("./dev/null", tarfile.CHRTYPE, 0o666), b""),
+    ], compression)
+    with tempfile.TemporaryFile() as spool:
+        unpacked = unpack_deb(deb, IdMap({"www-data": 33}, {"www-data": 33}), spool)
+    entries = {e.path: e for e in unpacked.entries}
+    assert set(entries) == {"usr/bin", "usr/bin/su", "usr/bin/su2", "var/www"}
+    assert entries["usr/bin/su"].mode == 0o4755
+    assert (entries["usr/bin/su2"].kind, entries["usr/bin/su2"].link) == ("hardlink",
+                                                                          "usr/bin/su")
+    assert (entries["var/www"].uid, entries["var/www"].gid) == (33, 33)
+    assert unpacked.owner_names == {"user:www-data", "group:www-data"}
+    assert unpacked.dirs == {"var/www": (0o750, 33, 33)}
+    assert unpacked.skipped_devices == 1
