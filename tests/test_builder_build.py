@@ -273,3 +273,11 @@ def test_a_package_layer_not_matching_the_lock_is_reported(tmp_path):
     assert "0" * 64 in definition.with_suffix(".lock").read_text()  # --frozen writes nothing
     build(definition, tmp_path / "out")
     assert "0" * 64 not in definition.with_suffix(".lock").read_text()
+
+
+@pytest.mark.parametrize("source", ["archive", "oci_dir"])
+def test_from_a_docker_archive_or_an_oci_layout(hello, tmp_path, source):
+    definition = tmp_path / "derived.yaml"
+    definition.write_text(f"image: {{name: derived, from: {getattr(hello, source)}}}\n")
+    derived = build(definition, tmp_path / "out")
+    assert [p.name for p in derived.layers[:-1]] == [p.name for p in hello.layers]

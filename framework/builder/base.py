@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,19 +54,21 @@ def _from_archive(path: Path) -> BaseImage:
             digest = hashlib.sha256(data).hexdigest()
             target = blob_dir() / digest
             if not target.is_file():
-                target.write_bytes(data)
+                tmp = target.with_name(f".{digest}.{os.getpid()}")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
             kind = LAYER_GZIP if data[:2] == b"\x1f\x8b" else LAYER_TAR
             layers.append(ImageLayer(f"sha256:{digest}", diff_ids[i], len(data), target, kind,
                                      history[i]))
     return BaseImage(layers, config)
 
 
-def load_base(ref: str, out_dir: Path) -> BaseImage:
+def load_base(ref: str, out_dir: Path, *, frozen: bool) -> BaseImage:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml"):
         from framework.builder.pipeline import build
 
-        return _from_layout(build(path, out_dir / "from" / path.stem).oci_dir)
+        return _from_layout(build(path, out_dir / "from" / path.stem, frozen=frozen).oci_dir)
     if path.is_dir() and (path / "index.json").is_file():
         return _from_layout(path)
     if path.is_file():

@@ -181,7 +181,7 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     acc: Accounts = accounts(cfg, maintscripts.system_accounts(names))
     ids = acc.id_map()
 
-    base = load_base(image["from"], out_dir) if image["from"] else None
+    base = load_base(image["from"], out_dir, frozen=frozen) if image["from"] else None
     fixed = (len(base.layers) if base else 1) + 1 + bool(image["run"])
     slots = image["maxLayers"] - fixed
     if slots < 1 and lock.packages:
