@@ -281,3 +281,12 @@ def test_from_a_docker_archive_or_an_oci_layout(hello, tmp_path, source):
     definition.write_text(f"image: {{name: derived, from: {getattr(hello, source)}}}\n")
     derived = build(definition, tmp_path / "out")
     assert [p.name for p in derived.layers[:-1]] == [p.name for p in hello.layers]
+
+
+def test_a_virtual_package_is_refused_with_its_providers(tmp_path):
+    definition = tmp_path / "virtual.yaml"
+    definition.write_text("image: {name: virtual}\nenvironment: {systemPackages: [awk]}\n")
+    done = cimages("lock", str(definition))
+    assert done.returncode == 2
+    assert "virtual Debian package `awk` (provided by: gawk, mawk" in done.stderr
+    assert not definition.with_suffix(".lock").exists()

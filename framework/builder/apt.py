@@ -184,12 +184,26 @@ class PrivateApt:
                 f"unknown Debian package {'; '.join(hints)}: fix the name in "
                 "environment.systemPackages (search with `apt-cache search NAME`)"
             )
+        virtual = re.findall(r"Package '(\S+)' has no installation candidate", output)
+        if virtual:
+            hints = [f"`{name}` (provided by: {', '.join(self.providers(name)) or 'nothing'})"
+                     for name in virtual]
+            return UserError(
+                f"virtual Debian package {'; '.join(hints)}: name one provider in "
+                "environment.systemPackages instead"
+            )
         errors = "; ".join(line[3:].strip() for line in output.splitlines()
                            if line.startswith("E:")) or output.strip()
         return UserError(
             f"apt cannot install {' '.join(packages)}: {errors}. Fix the package list in "
-            "environment.systemPackages (a virtual package needs one of its providers named)"
+            "environment.systemPackages"
         )
+
+    def providers(self, name: str) -> list[str]:
+        """Packages that provide the virtual package `name`."""
+        shown = self._run("apt-cache", "showpkg", name).stdout
+        listed = shown.split("Reverse Provides:", 1)[1] if "Reverse Provides:" in shown else ""
+        return sorted({line.split()[0] for line in listed.splitlines() if line.strip()})
 
     def suggest(self, name: str) -> list[str]:
         """Names apt knows that look like `name`: close spellings, then substring matches."""
