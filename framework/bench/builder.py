@@ -78,7 +78,10 @@ def _local_repo(directory: Path, packages: list[LockedPackage]) -> str:
     directory.mkdir()
     for p in packages:
         name = f"{p.name}_{p.version.replace(':', '%3a')}_{p.architecture}.deb"
-        os.link(cached_deb(p), directory / name)
+        try:
+            os.link(cached_deb(p), directory / name)
+        except OSError:  # the cache on another file system
+            shutil.copyfile(cached_deb(p), directory / name)
     packages_file = subprocess.run(["apt-ftparchive", "packages", "."], cwd=directory,
                                    capture_output=True, check=True, timeout=300).stdout
     (directory / "Packages").write_bytes(packages_file)
