@@ -162,6 +162,41 @@ def _record_layers(definition: Path, lock: Lock, own: dict[str, str], frozen: bo
         write_lock(lock_path(definition), lock.with_layers(own), definition)
 
 
+def _add_package_layers(layers: list[ImageLayer], groups: list[list[LockedPackage]],
+                        blobs: list[LayerBlob]) -> dict[str, str]:
+    """Appends the package layers; returns the digest of each package's own layer."""
+    own_digests = {}
+    in_base = {layer.digest for layer in layers}
+    for group, blob in zip(groups, blobs, strict=True):
+        if len(group) == 1:
+            own_digests[group[0].name] = blob.digest
+            label = f"cimages: package {group[0].name} {group[0].version}"
+        else:
+            label = "cimages: packages " + ", ".join(p.name for p in group) + \
+                " (sharing one layer: over image.maxLayers)"
+        # A package the base image (built by cimages) already holds, byte for byte, is
+        # not repeated: repeating it would also undo the base's generated files over it.
+        if blob.digest not in in_base:
+            layers.append(ImageLayer(*_blob_fields(blob), label))
+    return own_digests
+
+
+def _generated_layer(cfg: dict[str, Any], acc: Accounts, packages: list[LockedPackage],
+                     infos: dict[str, Any], debs: dict[str, Path], mtime: int,
+                     stats: _Stats) -> ImageLayer:
+    """Accounts, what maintainer scripts would have made, and every GENERATORS' files."""
+    files = account_files(acc) + _maintscript_files(packages, infos, debs)
+    for generator in GENERATORS:
+        files += generator(cfg)
+    below: DirMeta = {e.path: (e.mode, e.uid, e.gid) for e in _base_entries()
+                      if e.kind == "dir"}
+    for p in packages:
+        below.update({path: tuple(meta) for path, meta in infos[p.sha256]["dirs"].items()})
+    blob = _memory_layer("generated", _generated_entries(files, acc.id_map()), mtime, stats,
+                         below)
+    return ImageLayer(*_blob_fields(blob), "cimages: generated files (accounts, /etc, services)")
+
+
 def build(definition: Path | str, out_dir: Path | None = None, *,
           frozen: bool = False) -> BuildResult:
     started = time.monotonic()
@@ -200,30 +235,8 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     layers: list[ImageLayer] = list(base.layers) if base else [ImageLayer(
         *_blob_fields(_memory_layer("base", _base_entries(), mtime, stats)),
         "cimages: merged-/usr symlinks and base directories")]
-    own_digests = {}
-    below = {layer.digest for layer in layers}
-    for group, (blob, _) in zip(groups, built, strict=True):
-        if len(group) == 1:
-            own_digests[group[0].name] = blob.digest
-            label = f"cimages: package {group[0].name} {group[0].version}"
-        else:
-            label = "cimages: packages " + ", ".join(p.name for p in group) + \
-                " (sharing one layer: over image.maxLayers)"
-        # A package the base image (built by cimages) already holds, byte for byte, is
-        # not repeated: repeating it would also undo the base's generated files over it.
-        if blob.digest not in below:
-            layers.append(ImageLayer(*_blob_fields(blob), label))
-
-    generated = account_files(acc) + _maintscript_files(lock.packages, infos, debs)
-    for generator in GENERATORS:
-        generated += generator(cfg)
-    below: DirMeta = {e.path: (e.mode, e.uid, e.gid) for e in _base_entries()
-                      if e.kind == "dir"}
-    for p in lock.packages:
-        below.update({path: tuple(meta) for path, meta in infos[p.sha256]["dirs"].items()})
-    layers.append(ImageLayer(*_blob_fields(_memory_layer(
-        "generated", _generated_entries(generated, ids), mtime, stats, below)),
-        "cimages: generated files (accounts, /etc, services)"))
+    own_digests = _add_package_layers(layers, groups, [blob for blob, _ in built])
+    layers.append(_generated_layer(cfg, acc, lock.packages, infos, debs, mtime, stats))
     if image["run"]:
         blob, reused = run_layer(image["run"], layers, mtime)
         stats.reused, stats.written = stats.reused + reused, stats.written + (not reused)

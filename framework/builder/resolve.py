@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from framework.builder.apt import PrivateApt
@@ -31,8 +32,8 @@ def lock_definition(definition: Path, request: list[str], *, update: bool = Fals
     if old is not None:
         layers = {p.name: p.layer for p in old.packages if p.layer}
         pins = {p.name: p.pin for p in old.packages}
-        packages = [p if pins.get(p.name) != p.pin else LockedPackage(
-            **{**p.__dict__, "layer": layers.get(p.name)}) for p in packages]
+        packages = [replace(p, layer=layers.get(p.name)) if pins.get(p.name) == p.pin else p
+                    for p in packages]
     lock = Lock(request, packages)
     write_lock(path, lock, definition)
     return lock
