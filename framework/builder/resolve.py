@@ -9,13 +9,9 @@ from framework.builder.apt import PrivateApt
 from framework.builder.lockfile import Lock, LockedPackage, lock_path, read_lock, write_lock
 from framework.errors import UserError
 
-# `image.interactive`: a /bin/sh (dash ships the link) and the usual tools.
-INTERACTIVE_PACKAGES = ["coreutils", "dash"]
-
 
 def requested_packages(cfg: dict) -> list[str]:
-    extra = INTERACTIVE_PACKAGES if cfg["image"]["interactive"] else []
-    return sorted({*cfg["environment"]["systemPackages"], *extra})
+    return sorted(set(cfg["environment"]["systemPackages"]))
 
 
 def lock_definition(definition: Path, request: list[str], *, update: bool = False) -> Lock:

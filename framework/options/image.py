@@ -1,7 +1,17 @@
 """`image.*`: what the OCI image config says, and how the image is assembled."""
 
-from framework.modules import Module, option
+from framework.modules import Config, Module, option
 from framework.modules import types as t
+
+# `image.interactive`: a /bin/sh (dash ships the link) and the usual tools.
+INTERACTIVE_PACKAGES = ["coreutils", "dash"]
+
+
+def _config(cfg: Config) -> dict:
+    if not cfg["image"]["interactive"]:
+        return {}
+    return {"environment": {"systemPackages": INTERACTIVE_PACKAGES}}
+
 
 exposed_port = t.either(t.port, t.string(r"\d{1,5}(/(tcp|udp|sctp))?", "a port like 5000/tcp"))
 
@@ -73,4 +83,5 @@ MODULE = Module(
             ),
         }
     },
+    config=_config,
 )
