@@ -124,3 +124,10 @@ def test_after_cycle_is_rejected_at_build_time(tmp_path):
     with pytest.raises(UserError, match=r"`after` cycle among oneshot-pre services: "
                                         r"a -> b -> a"):
         build(definition)
+
+
+def test_a_command_runs_inside_right_after_start(sandbox):
+    """bwrap reports the init's pid before it has its root: execute must wait for it."""
+    for _ in range(5):
+        box = sandbox("images/probe.yaml")
+        assert box.succeed("echo inside") == "inside\n"

@@ -96,6 +96,7 @@ class Sandbox:
         try:
             _map_ids(process)
             init_pid = _child_pid(status_read, process, log)
+            _wait_for_exec(init_pid, bwrap, process)
         except BaseException:
             _kill(process, None)
             raise
@@ -271,6 +272,20 @@ def _child_pid(status_fd: int, process: subprocess.Popen[bytes], log: Path | Non
                             "namespaces and overlayfs in them (Linux >= 5.11)")
         data += chunk
     return int(json.loads(data[: data.index(b"}") + 1])["child-pid"])
+
+
+def _wait_for_exec(pid: int, bwrap: str, process: subprocess.Popen[bytes]) -> None:
+    """bwrap reports its child's pid before the child has mounted the sandbox's root; only
+    once it has exec'd the entry point can `execute` enter that root."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return  # it already exited: the caller sees the exit code
+        if argv0 and argv0.decode(errors="replace") != bwrap:
+            return
+        time.sleep(0.001)
 
 
 def _kill(process: subprocess.Popen[bytes], init_pid: int | None) -> int:
