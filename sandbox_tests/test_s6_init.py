@@ -131,3 +131,15 @@ def test_a_command_runs_inside_right_after_start(sandbox):
     for _ in range(5):
         box = sandbox("images/probe.yaml")
         assert box.succeed("echo inside") == "inside\n"
+
+
+def test_a_command_may_open_its_output_by_path(sandbox):
+    box = sandbox("images/probe.yaml")
+    assert box.succeed("echo out > /dev/stdout; echo err > /dev/stderr") == "out\nerr\n"
+
+
+def test_a_background_process_holding_the_output_does_not_hang_a_command(sandbox):
+    box = sandbox("images/probe.yaml")
+    began = time.monotonic()
+    assert box.succeed("sleep 30 & echo started") == "started\n"
+    assert time.monotonic() - began < 5

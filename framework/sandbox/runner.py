@@ -113,13 +113,29 @@ class Sandbox:
                                  f"{self.exit_code}\n{self._tail()}")
         nsenter = ["nsenter", "--target", str(self.init_pid), "--user", "--mount", "--pid",
                    "--net", "--ipc", "--root", "--", *self.shell, command]
+        read_end, write_end = self._output_pipe()
         try:
-            result = subprocess.run(nsenter, capture_output=True, env=self.env,
-                                    timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as err:
-            raise AssertionError(f"`{command}` did not finish within {timeout} s\n"
-                                 f"{self._tail()}") from err
-        return result.returncode, (result.stdout + result.stderr).decode(errors="replace")
+            process = subprocess.Popen(nsenter, stdout=write_end, stderr=write_end,
+                                       env=self.env, stdin=subprocess.DEVNULL)
+        finally:
+            os.close(write_end)
+        try:
+            return _collect(process, read_end, timeout, command, self._tail)
+        finally:
+            os.close(read_end)
+
+    def _output_pipe(self) -> tuple[int, int]:
+        """A pipe the sandbox's root owns (a FIFO, unlinked once open): commands reopen their
+        output by path (`nginx -t`, `> /dev/stdout`), which a pipe of ours would refuse."""
+        fifo = Path(tempfile.mktemp(dir=self.workdir, prefix="exec-"))
+        os.mkfifo(fifo, 0o600)
+        try:
+            if os.geteuid() == 0:
+                os.chown(fifo, UID_BASE, UID_BASE)
+            read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            return read_end, os.open(fifo, os.O_WRONLY)
+        finally:
+            fifo.unlink()
 
     def succeed(self, command: str, timeout: float = 30.0) -> str:
         code, output = self.execute(command, timeout)
@@ -272,6 +288,28 @@ def _child_pid(status_fd: int, process: subprocess.Popen[bytes], log: Path | Non
                             "namespaces and overlayfs in them (Linux >= 5.11)")
         data += chunk
     return int(json.loads(data[: data.index(b"}") + 1])["child-pid"])
+
+
+def _collect(process: subprocess.Popen[bytes], read_end: int, timeout: float, command: str,
+             tail: Callable[[], str]) -> tuple[int, str]:
+    """The command's exit code and output. Reading stops once the command has exited and
+    the pipe is drained, not at end of file, so a background process it left holding the
+    pipe cannot hang us."""
+    chunks: list[bytes] = []
+    eof = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not eof and select.select([read_end], [], [], 0.02)[0]:
+            data = os.read(read_end, 65536)
+            chunks.append(data)
+            eof = not data
+        elif process.poll() is not None:
+            return process.returncode, b"".join(chunks).decode(errors="replace")
+        elif eof:
+            time.sleep(0.02)
+    process.kill()
+    process.wait()
+    raise AssertionError(f"`{command}` did not finish within {timeout} s\n{tail()}")
 
 
 def _wait_for_exec(pid: int, bwrap: str, process: subprocess.Popen[bytes]) -> None:
