@@ -1,0 +1,134 @@
+"""The VM tier's fixtures.
+
+`vm`: a `framework.vm.Machine` (Docker ready) restored from the cached booted snapshot before
+each test, so every test starts from the same fresh state without a boot. `image(name)`:
+the BuildResult of images/NAME.yaml (or a definition path relative to the test file),
+built once per session. On failure the serial log, the dockerd log and every container's
+log are printed and attached to Allure; `--keep-vm` leaves the VM running and says how to
+attach. QEMU dies with pytest (PR_SET_PDEATHSIG) even when pytest is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framework.vm.docker import Machine
+from framework.vm.machine import DEFAULT_MEMORY_MIB, VMRoot
+
+_builds: dict[Path, Any] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cimages-vm", "cimages VM tier")
+    group.addoption("--accel", choices=["kvm", "tcg"], default=None,
+                    help="QEMU accelerator (default: KVM if a probe shows it works, else TCG)")
+    group.addoption("--vm-memory", type=int, default=DEFAULT_MEMORY_MIB, metavar="MIB",
+                    help=f"guest memory in MiB (default {DEFAULT_MEMORY_MIB})")
+    group.addoption("--keep-vm", action="store_true",
+                    help="leave a failed test's VM running and print how to attach to it")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"vm_report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def vm_accel(pytestconfig: pytest.Config, vm_root: VMRoot) -> str:
+    from framework.vm.accel import select_accel
+
+    return select_accel(vm_root.kernel, pytestconfig.getoption("accel"))
+
+
+@pytest.fixture(scope="session")
+def vm_root() -> VMRoot:
+    from framework.vm.host import docker_host
+
+    return docker_host()
+
+
+@pytest.fixture(scope="session")
+def vm_snapshot(vm_root: VMRoot, vm_accel: str, pytestconfig: pytest.Config) -> Path:
+    from framework.vm.snapshot import booted_snapshot
+
+    return booted_snapshot(vm_root, vm_accel, pytestconfig.getoption("vm_memory"))
+
+
+@pytest.fixture
+def vm(request: pytest.FixtureRequest, vm_root: VMRoot, vm_accel: str, vm_snapshot: Path,
+       tmp_path: Path) -> Iterator[Machine]:
+    machine = Machine(vm_root, vm_accel, tmp_path / "vm", name=request.node.name[:60],
+                      memory_mib=request.config.getoption("vm_memory"), snapshot=vm_snapshot)
+    try:
+        machine.start()
+        yield machine
+    finally:
+        failed = any(getattr(getattr(request.node, f"vm_report_{when}", None), "failed", False)
+                     for when in ("setup", "call"))
+        if failed:
+            _report_failure(machine)
+        if failed and request.config.getoption("keep_vm") and machine.is_up():
+            _keep(machine)
+        machine.crash()
+
+
+def _report_failure(machine: Machine) -> None:
+    logs: dict[str, str] = {"serial console": machine.serial_log.read_text(errors="replace")}
+    if machine.is_up():
+        with contextlib.suppress(AssertionError):
+            logs["dockerd log"] = machine.dockerd_log()
+            for name in machine.containers():
+                logs[f"container {name} log"] = machine.container_logs(name)
+    try:
+        import allure
+
+        for title, text in logs.items():
+            allure.attach(text, name=title, attachment_type=allure.attachment_type.TEXT)
+    except ImportError:
+        pass
+    for title, text in logs.items():
+        print(f"--- {title} (last 4000 characters) ---\n{text[-4000:]}")
+
+
+def _keep(machine: Machine) -> None:
+    """Blocks until the user is done with the VM (only with a terminal to ask on)."""
+    key = machine.state_dir / "id_ed25519"
+    machine.root.user_key.save(key)
+    message = (f"\ncimages: --keep-vm: the VM of the failed test is running. Attach with\n"
+               f"  ssh -i {key} -o StrictHostKeyChecking=no -p {machine.ssh_port} "
+               f"root@127.0.0.1\nPress Enter here to stop it and go on.\n")
+    try:
+        with open("/dev/tty", "r+") as tty:
+            tty.write(message)
+            tty.flush()
+            tty.readline()
+    except OSError:
+        print(message.replace("Press Enter", "(no terminal: stopping it now) Press Enter"),
+              file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def image(pytestconfig: pytest.Config) -> Callable[[str], Any]:
+    """`image("nginx")`: images/nginx.yaml built (or reused) by the builder."""
+    from framework.builder import build
+
+    images = Path(pytestconfig.rootpath) / "images"
+
+    def get(name: str) -> Any:
+        definition = Path(name) if os.sep in name or name.endswith(".yaml") \
+            else images / f"{name}.yaml"
+        definition = definition.resolve()
+        if definition not in _builds:
+            _builds[definition] = build(definition)
+        return _builds[definition]
+
+    return get

@@ -1,0 +1,82 @@
+"""`Machine`: a VM of the docker-host root with the Docker helpers of SPEC section 6.
+
+Helpers talk to the Engine API with curl over the unix socket where they can: each `docker`
+CLI call costs most of a second under TCG.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from framework.vm.machine import MachineError, QemuMachine
+
+SOCKET = "/var/run/docker.sock"
+API = f"curl -sS --unix-socket {SOCKET} http://docker"
+
+
+class Machine(QemuMachine):
+    def wait_for_docker(self, timeout: float = 60) -> None:
+        self.wait_until_succeeds(f"{API}/_ping", timeout)
+
+    def api(self, method: str, path: str, timeout: float = 60) -> Any:
+        """One Engine API call; the decoded JSON reply (None when empty)."""
+        out = self.succeed(f"{API}{path} -X {method} -f", timeout=timeout)
+        return json.loads(out) if out.strip() else None
+
+    def load_image(self, image: Any, timeout: float = 300) -> str:
+        """Loads a docker-archive (a BuildResult or a path) into dockerd; returns its
+        name:tag."""
+        archive = Path(getattr(image, "archive", image))
+        with archive.open("rb") as stream:
+            status, out = self.execute(
+                f"{API}/images/load?quiet=1 -X POST -H 'Content-Type: application/x-tar' "
+                "-T -", timeout, stdin=stream)
+        if status != 0 or "errorDetail" in out or "Loaded image" not in out:
+            raise MachineError(f"docker load of {archive} failed (exit {status}): {out[-2000:]}")
+        messages = [json.loads(line) for line in out.splitlines() if line.strip()]
+        loaded = [m["stream"] for m in messages if "Loaded image" in m.get("stream", "")]
+        return loaded[-1].split(":", 1)[1].strip()
+
+    def run_container(self, image: str, *command: str, name: str | None = None,
+                      ports: dict[int, int] | None = None, env: dict[str, str] | None = None,
+                      detach: bool = True, options: str = "", timeout: float = 120) -> str:
+        """`docker run`: the container id when detached, else the container's output."""
+        args = ["docker", "run"] + (["-d"] if detach else ["--rm"])
+        if name:
+            args += ["--name", name]
+        for host, container in (ports or {}).items():
+            args += ["-p", f"{host}:{container}"]
+        for key, value in (env or {}).items():
+            args += ["-e", f"{key}={value}"]
+        cmd = " ".join(map(shlex.quote, args)) + f" {options} " + " ".join(
+            map(shlex.quote, [image, *command]))
+        return self.succeed(cmd, timeout=timeout).strip()
+
+    def container_state(self, name: str) -> dict[str, Any]:
+        return dict(self.api("GET", f"/containers/{name}/json")["State"])
+
+    def wait_for_container_exit(self, name: str, timeout: float = 60) -> int:
+        """The exit code of a container once it stopped."""
+        deadline = time.monotonic() + self.timeout(timeout)
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            state = self.container_state(name)
+            if not state["Running"] and state["Status"] != "created":
+                return int(state["ExitCode"])
+            time.sleep(0.3)
+        raise MachineError(f"container {name} still running after {self.timeout(timeout):.0f} s; "
+                           f"last state {state}; logs:\n{self.container_logs(name)[-2000:]}")
+
+    def container_logs(self, name: str) -> str:
+        return self.succeed(f"docker logs {shlex.quote(name)} 2>&1")
+
+    def containers(self) -> list[str]:
+        """Names of all containers, running or not."""
+        return [c["Names"][0].lstrip("/") for c in self.api("GET", "/containers/json?all=1")]
+
+    def dockerd_log(self) -> str:
+        return self.execute("cat /var/log/dockerd.log")[1]

@@ -1,0 +1,54 @@
+"""The VM's initramfs: busybox (from Debian's busybox-static), a few drivers and init.sh.
+
+Built in Python as a newc cpio, cached by kernel release and the content that goes in.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+from framework.vm import cpio, deb, kmods
+from framework.vm.cache import cache_dir
+
+# Enough to find and mount the root disk and reach the network; the rest of the modules
+# are loaded from the root itself (kmod is in the VM image).
+MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "crc32c_generic", "ext4",
+           "overlay"]
+
+
+def kernel_release(root: Path) -> str:
+    releases = sorted(p.name for p in (root / "lib" / "modules").iterdir() if p.is_dir())
+    if not releases:
+        raise FileNotFoundError(f"no kernel modules in {root}/lib/modules")
+    return releases[-1]
+
+
+def kernel(root: Path) -> Path:
+    return root / "boot" / f"vmlinuz-{kernel_release(root)}"
+
+
+def build(root: Path) -> Path:
+    """The path of the gzip'd initramfs for the kernel found in the VM root `root`."""
+    release = kernel_release(root)
+    modules_dir = root / "lib" / "modules" / release
+    init = resources.files("framework.vm").joinpath("init.sh").read_bytes()
+    busybox_deb = deb.download("busybox-static")
+    key = hashlib.sha256(b"\0".join([release.encode(), init, busybox_deb.name.encode(),
+                                     " ".join(MODULES).encode()])).hexdigest()[:20]
+    out = cache_dir("initramfs") / f"{release}-{key}.cpio.gz"
+    if out.exists():
+        return out
+    order = kmods.load_order(modules_dir, MODULES)
+    entries = [cpio.directory(d) for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules")]
+    entries += [cpio.file("bin/busybox", deb.read_member(busybox_deb, "bin/busybox"), 0o755),
+                cpio.symlink("bin/sh", "busybox"),
+                cpio.file("init", init, 0o755),
+                cpio.file("modules.order", "\n".join(p.name for p in order).encode() + b"\n")]
+    entries += [cpio.file(f"lib/modules/{p.name}", p.read_bytes()) for p in order]
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(gzip.compress(cpio.archive(entries), compresslevel=1, mtime=0))
+    tmp.replace(out)
+    return out

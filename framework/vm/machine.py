@@ -1,0 +1,371 @@
+"""`Machine`: one QEMU VM, driven NixOS-test-driver style (SPEC section 6).
+
+Every wait has a timeout scaled by the accelerator and fails with what it waited for and
+the last output seen; a VM that died ends any wait at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import shlex
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from framework.errors import UserError
+from framework.vm import rootdisk, ssh
+from framework.vm.accel import KVM_MACHINE, TIMEOUT_FACTOR, qemu_binary
+from framework.vm.console import Console
+from framework.vm.png import ppm_to_png
+
+DEFAULT_MEMORY_MIB = 1024
+SSH_PORT_RETRIES = 3
+# TCG emulates AVX slowly and glibc picks AVX string functions when it sees them: a CPU
+# model without AVX is markedly faster.
+TCG_CPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"
+
+
+@dataclass(frozen=True)
+class VMRoot:
+    """What a VM boots: built once per VM root digest."""
+
+    digest: str
+    kernel: Path
+    initramfs: Path
+    disk: Path  # raw ext4, mounted read-only by the guest
+    init: list[str]  # the root's own init and its arguments
+    user_key: ssh.KeyPair
+    host_key: ssh.KeyPair
+
+
+class MachineError(AssertionError):
+    """A VM command or wait failed; the message says what and shows the last output."""
+
+
+class QemuMachine:
+    def __init__(self, root: VMRoot, accel: str, state_dir: Path, name: str = "machine",
+                 memory_mib: int = DEFAULT_MEMORY_MIB, snapshot: Path | None = None) -> None:
+        self.root = root
+        self.accel = accel
+        self.name = name
+        self.memory_mib = memory_mib
+        self.snapshot = snapshot
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.serial_log = state_dir / "serial.log"
+        self.ssh_port = 0
+        self._console: Console | None = None
+        self._qmp: QEMUMonitorProtocol | None = None
+        self._ssh: paramiko.SSHClient | None = None
+
+    # -- timing -------------------------------------------------------------------------
+    def timeout(self, seconds: float) -> float:
+        """`seconds` as meant under KVM, stretched for a slower accelerator."""
+        return seconds * TIMEOUT_FACTOR[self.accel]
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _argv(self, disk: Path, qmp_path: Path) -> list[str]:
+        cmdline = " ".join([
+            "console=tty0 console=ttyS0 quiet panic=-1 oops=panic",
+            f"cimages.init={base64.b64encode(' '.join(self.root.init).encode()).decode()}",
+            f"cimages.ssh_key={self.root.user_key.b64('public')}",
+            f"cimages.host_key={self.root.host_key.b64('private')}",
+        ])
+        machine = KVM_MACHINE if self.accel == "kvm" else ["-M", "q35", "-cpu", TCG_CPU]
+        argv = [qemu_binary(), "-name", self.name, "-accel", self.accel, *machine, "-smp", "2",
+                "-m", str(self.memory_mib), "-nodefaults", "-no-user-config",
+                "-display", "none", "-device", "VGA", "-no-reboot", "-serial", "stdio",
+                "-kernel", str(self.root.kernel), "-initrd", str(self.root.initramfs),
+                "-append", cmdline,
+                "-drive", f"file={disk},if=virtio,format=qcow2,cache=unsafe",
+                "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
+                "-device", "virtio-net-pci,netdev=net0",
+                "-device", "virtio-rng-pci",
+                "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+        if self.snapshot is not None:
+            argv += ["-incoming", f"exec:cat {shlex.quote(str(self.snapshot))}"]
+        return argv
+
+    def start(self) -> None:
+        """Boots the VM (or restores it from `snapshot`) and waits until SSH works."""
+        if self._console is not None:
+            return
+        disk = rootdisk.overlay(self.root.disk, self.state_dir)
+        qmp_path = self.state_dir / "qmp.sock"
+        for attempt in range(SSH_PORT_RETRIES):
+            qmp_path.unlink(missing_ok=True)
+            self.ssh_port = ssh.free_port()
+            self._console = Console(self._argv(disk, qmp_path), self.serial_log)
+            try:
+                self._qmp = self._connect_qmp(qmp_path)
+                break
+            except MachineError:
+                # Another process took the forwarded port between probe and bind: retry.
+                if "Could not set up host forwarding" not in self._console.text \
+                        or attempt == SSH_PORT_RETRIES - 1:
+                    raise
+                self._console.close()
+        if self.snapshot is not None:
+            self._resume_incoming()
+        self._connect_ssh()
+        if self.snapshot is not None:
+            # The guest clock still says when the snapshot was taken.
+            self.succeed(f"date -u -s @{time.time():.3f} >/dev/null")
+
+    def _connect_qmp(self, path: Path) -> QEMUMonitorProtocol:
+        deadline = time.monotonic() + 10
+        while not path.exists():
+            self._check_alive("the QMP socket to appear")
+            if time.monotonic() > deadline:
+                raise MachineError(f"QEMU did not create {path} within 10 s")
+            time.sleep(0.01)
+        qmp = QEMUMonitorProtocol(str(path))
+        qmp.connect()
+        qmp.settimeout(30)
+        return qmp
+
+    def _resume_incoming(self) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            status = self.qmp("query-status")["status"]
+            if status in ("paused", "postmigrate"):
+                self.qmp("cont")
+                return
+            if status == "running":
+                return
+            if time.monotonic() > deadline:
+                raise MachineError(f"restoring {self.snapshot} did not finish within 60 s "
+                                   f"(status {status})")
+            self._check_alive("the snapshot to load")
+            time.sleep(0.01)
+
+    def _connect_ssh(self) -> None:
+        timeout = self.timeout(30 if self.snapshot else 60)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            self._check_alive("SSH to answer")
+            if not ssh.banner_ready(self.ssh_port, timeout=1):
+                time.sleep(0.05)
+                continue
+            try:
+                self._ssh = ssh.connect(self.ssh_port, self.root.user_key, self.root.host_key,
+                                        timeout=5)
+                return
+            except (OSError, paramiko.SSHException, EOFError) as err:
+                last = repr(err)
+                time.sleep(0.05)
+        raise MachineError(f"SSH on port {self.ssh_port} did not answer within {timeout:.0f} s "
+                           f"(last error {last}); console:\n{self.console_tail()}")
+
+    def _check_alive(self, waiting_for: str) -> None:
+        if self._console is None or not self._console.alive():
+            raise MachineError(f"the VM died while waiting for {waiting_for}; last console "
+                               f"output:\n{self.console_tail()}")
+
+    def is_up(self) -> bool:
+        return self._console is not None and self._console.alive()
+
+    def qmp(self, command: str, **args: Any) -> Any:
+        if self._qmp is None:
+            raise MachineError("the VM is not started")
+        reply = self._qmp.cmd(command, **args)
+        assert isinstance(reply, dict)
+        if "error" in reply:
+            raise MachineError(f"QMP {command} failed: {reply['error'].get('desc')}")
+        return reply.get("return", reply)
+
+    def shutdown(self, timeout: float = 30) -> None:
+        """An ACPI power-off; the VM is killed if it does not stop in time."""
+        if not self.is_up():
+            return
+        self.qmp("system_powerdown")
+        deadline = time.monotonic() + self.timeout(timeout)
+        while self.is_up() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.crash()
+
+    def crash(self) -> None:
+        """Stops the VM at once, like pulling the plug."""
+        if self._ssh is not None:
+            self._ssh.close()
+            self._ssh = None
+        if self._qmp is not None:
+            # QEMU may be gone already, or close the socket mid-reply: the kill below ends it.
+            with contextlib.suppress(Exception):
+                self._qmp.cmd("quit")
+            with contextlib.suppress(Exception):
+                self._qmp.close()
+            self._qmp = None
+        if self._console is not None:
+            self._console.close()
+            self._console = None
+
+    def take_snapshot(self, path: Path) -> None:
+        """Saves the whole VM state to `path` (stop + migrate to file); the VM is left paused."""
+        if self._ssh is not None:
+            self._ssh.close()
+            self._ssh = None
+        tmp = path.with_suffix(".tmp")
+        self.qmp("stop")
+        self.qmp("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
+        deadline = time.monotonic() + 120
+        while (state := self.qmp("query-migrate").get("status")) != "completed":
+            if state == "failed" or time.monotonic() > deadline:
+                raise MachineError(f"saving the VM snapshot failed (migration {state})")
+            time.sleep(0.02)
+        tmp.replace(path)
+
+    # -- commands -----------------------------------------------------------------------
+    def _client(self) -> paramiko.SSHClient:
+        if self._ssh is None:
+            self.start()
+        assert self._ssh is not None
+        return self._ssh
+
+    def execute(self, command: str, timeout: float = 60,
+                stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:
+        """(exit status, output) of a shell command run as root in the VM."""
+        self._check_alive(f"`{command}`")
+        try:
+            return ssh.run(self._client(), command, self.timeout(timeout), stdin)
+        except TimeoutError as err:
+            raise MachineError(str(err)) from None
+        except (ConnectionError, paramiko.SSHException) as err:
+            raise MachineError(f"`{command}` failed: {err}; console:\n{self.console_tail()}") \
+                from None
+
+    def succeed(self, *commands: str, timeout: float = 60) -> str:
+        """Runs each command; fails on the first non-zero exit. Returns the joined output."""
+        output = ""
+        for command in commands:
+            status, out = self.execute(command, timeout)
+            if status != 0:
+                raise MachineError(f"`{command}` exited {status}; output:\n{out[-3000:]}")
+            output += out
+        return output
+
+    def fail(self, *commands: str, timeout: float = 60) -> str:
+        """Runs each command; each must exit non-zero."""
+        output = ""
+        for command in commands:
+            status, out = self.execute(command, timeout)
+            if status == 0:
+                raise MachineError(f"`{command}` unexpectedly succeeded; output:\n{out[-3000:]}")
+            output += out
+        return output
+
+    def _retry(self, what: str, check: Callable[[], tuple[bool, str]], timeout: float) -> str:
+        deadline = time.monotonic() + self.timeout(timeout)
+        last = ""
+        while True:
+            done, last = check()
+            if done:
+                return last
+            if time.monotonic() > deadline:
+                raise MachineError(f"timed out after {self.timeout(timeout):.0f} s waiting for "
+                                   f"{what}; last output:\n{last[-3000:]}")
+            time.sleep(0.2)
+
+    def wait_until_succeeds(self, command: str, timeout: float = 60) -> str:
+        def check() -> tuple[bool, str]:
+            status, out = self.execute(command, timeout)
+            return status == 0, out
+        return self._retry(f"`{command}` to succeed", check, timeout)
+
+    def wait_until_fails(self, command: str, timeout: float = 60) -> str:
+        def check() -> tuple[bool, str]:
+            status, out = self.execute(command, timeout)
+            return status != 0, out
+        return self._retry(f"`{command}` to fail", check, timeout)
+
+    def wait_for_open_port(self, port: int, addr: str = "127.0.0.1", timeout: float = 60) -> None:
+        self.wait_until_succeeds(f"nc -z -w 1 {shlex.quote(addr)} {port} 2>&1 || "
+                                 f"bash -c 'exec 3<>/dev/tcp/{addr}/{port}'", timeout)
+
+    def wait_for_closed_port(self, port: int, addr: str = "127.0.0.1",
+                             timeout: float = 60) -> None:
+        self.wait_until_fails(f"bash -c 'exec 3<>/dev/tcp/{addr}/{port}' 2>/dev/null", timeout)
+
+    def wait_for_file(self, path: str, timeout: float = 60) -> None:
+        self.wait_until_succeeds(f"test -e {shlex.quote(path)}", timeout)
+
+    def wait_for_console_text(self, regex: str, timeout: float = 60) -> str:
+        if self._console is None:
+            raise MachineError("the VM is not started")
+        try:
+            return self._console.wait_for(regex, self.timeout(timeout)).group(0)
+        except (TimeoutError, RuntimeError) as err:
+            raise MachineError(str(err)) from None
+
+    def send_console(self, text: str) -> None:
+        """Types on the serial console (e.g. into the initramfs emergency shell)."""
+        if self._console is None:
+            raise MachineError("the VM is not started")
+        self._console.send(text)
+
+    def console_tail(self, chars: int = 3000) -> str:
+        return self._console.tail(chars) if self._console else ""
+
+    # -- files, ports, screen -------------------------------------------------------------
+    def copy_from_host(self, source: str | Path, target: str) -> None:
+        """Copies a host file or directory to the path `target` in the VM."""
+        source = Path(source)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(source, arcname=Path(target).name)
+        buffer.seek(0)
+        parent = shlex.quote(str(Path(target).parent))
+        self._expect_ok(f"mkdir -p {parent} && tar -x -C {parent}", buffer)
+
+    def copy_from_vm(self, source: str, target_dir: str | Path) -> Path:
+        """Copies a VM file or directory into the host folder `target_dir`; returns its path."""
+        target_dir = Path(target_dir)
+        target_dir.mkdir(parents=True, exist_ok=True)
+        src = Path(source)
+        command = f"tar -c -C {shlex.quote(str(src.parent))} {shlex.quote(src.name)} | base64 -w0"
+        data = base64.b64decode(self.succeed(command, timeout=120))
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(target_dir, filter="data")
+        return target_dir / src.name
+
+    def _expect_ok(self, command: str, stdin: io.BufferedIOBase, timeout: float = 120) -> str:
+        status, out = self.execute(command, timeout, stdin)
+        if status != 0:
+            raise MachineError(f"`{command}` exited {status}; output:\n{out[-3000:]}")
+        return out
+
+    def forward_port(self, host_port: int, guest_port: int) -> None:
+        """Forwards 127.0.0.1:host_port on the host to guest_port in the VM."""
+        reply = self.qmp("human-monitor-command",
+                         **{"command-line": f"hostfwd_add net0 tcp:127.0.0.1:{host_port}-:"
+                                            f"{guest_port}"})
+        if reply:
+            raise UserError(f"cannot forward host port {host_port}: {reply.strip()}; "
+                            "choose a free port")
+
+    def screenshot(self, path: str | Path) -> Path:
+        """The VGA screen as PNG (QEMU writes PPM; converted here without extra packages)."""
+        path = Path(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            ppm = Path(tmp) / "screen.ppm"
+            self.qmp("screendump", filename=str(ppm))
+            path.write_bytes(ppm_to_png(ppm.read_bytes()))
+        return path
+
+    def __enter__(self) -> QemuMachine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.crash()
+

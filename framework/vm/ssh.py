@@ -1,0 +1,137 @@
+"""SSH into the VM with paramiko: per-VM keys, commands with timeouts, tar-streamed copies."""
+
+from __future__ import annotations
+
+import base64
+import io
+import select
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+# After the command exits, output still buffered is read for this long; a background
+# process that keeps stdout open would otherwise hold the channel forever.
+DRAIN_AFTER_EXIT_S = 0.2
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_openssh: bytes = field(repr=False)
+    public_line: str  # "ssh-ed25519 AAAA... comment"
+
+    @classmethod
+    def generate(cls, comment: str) -> KeyPair:
+        key = ed25519.Ed25519PrivateKey.generate()
+        private = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.OpenSSH,
+                                    serialization.NoEncryption())
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH)
+        return cls(private, f"{public.decode()} {comment}")
+
+    def paramiko_key(self) -> paramiko.PKey:
+        return paramiko.Ed25519Key.from_private_key(io.StringIO(self.private_openssh.decode()))
+
+    def save(self, path: Path) -> None:
+        path.write_bytes(self.private_openssh)
+        path.chmod(0o600)
+        path.with_suffix(".pub").write_text(self.public_line + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> KeyPair:
+        return cls(path.read_bytes(), path.with_suffix(".pub").read_text().strip())
+
+    def b64(self, which: str) -> str:
+        data = self.private_openssh if which == "private" else self.public_line.encode()
+        return base64.b64encode(data).decode()
+
+
+class PinnedHostKey(paramiko.MissingHostKeyPolicy):
+    """Accepts only the host key the VM was given at boot."""
+
+    def __init__(self, expected: paramiko.PKey) -> None:
+        self.expected = expected
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        if key.get_base64() != self.expected.get_base64():
+            raise paramiko.SSHException(f"VM host key mismatch for {hostname}")
+
+
+def banner_ready(port: int, timeout: float) -> bool:
+    """Whether sshd answers on the port. QEMU's user networking accepts connections before
+    the guest listens, so only the banner proves sshd is there (and paramiko stays quiet)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def connect(port: int, user_key: KeyPair, host_key: KeyPair, timeout: float) -> paramiko.SSHClient:
+    """One attempt to log in as root on 127.0.0.1:port."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(PinnedHostKey(host_key.paramiko_key()))
+    client.connect("127.0.0.1", port=port, username="root", pkey=user_key.paramiko_key(),
+                   timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                   allow_agent=False, look_for_keys=False)
+    transport = client.get_transport()
+    assert transport is not None
+    transport.set_keepalive(5)
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str, timeout: float,
+        stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:
+    """(exit status, stdout+stderr) of `command`; TimeoutError after `timeout` seconds."""
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise ConnectionError("the SSH connection to the VM is closed")
+    channel = transport.open_session(timeout=timeout)
+    channel.set_combine_stderr(True)
+    channel.exec_command(command)
+    if stdin is not None:
+        while chunk := stdin.read(1 << 20):
+            channel.sendall(chunk)
+        channel.shutdown_write()
+    deadline = time.monotonic() + timeout
+    out = bytearray()
+    exited_at: float | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            if channel.exit_status_ready() and exited_at is None:
+                exited_at = now
+            if exited_at is not None and (channel.eof_received
+                                          or now - exited_at > DRAIN_AFTER_EXIT_S):
+                out += _drain(channel)
+                return channel.recv_exit_status(), out.decode(errors="replace")
+            if now > deadline:
+                raise TimeoutError(f"`{command}` still running after {timeout:.0f} s; "
+                                   f"output so far: {out.decode(errors='replace')[-2000:]!r}")
+            readable, _, _ = select.select([channel], [], [], 0.05)
+            if readable:
+                chunk = channel.recv(1 << 16)
+                if chunk:
+                    out += chunk
+    finally:
+        channel.close()
+
+
+def _drain(channel: paramiko.Channel) -> bytes:
+    data = bytearray()
+    while channel.recv_ready():
+        data += channel.recv(1 << 16)
+    return bytes(data)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (QEMU binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
