@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import os
 import shlex
 import tarfile
 import tempfile
@@ -63,6 +64,9 @@ class QemuMachine:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.serial_log = state_dir / "serial.log"
         self.ssh_port = 0
+        # True while nothing ran in the VM since it was restored: its state is then exactly
+        # the snapshot's, so a further snapshot can be derived from it (see docker.py).
+        self.pristine = False
         self._console: Console | None = None
         self._qmp: QEMUMonitorProtocol | None = None
         self._ssh: paramiko.SSHClient | None = None
@@ -119,7 +123,14 @@ class QemuMachine:
         self._connect_ssh()
         if self.snapshot is not None:
             # The guest clock still says when the snapshot was taken.
-            self.succeed(f"date -u -s @{time.time():.3f} >/dev/null")
+            self._run(f"date -u -s @{time.time():.3f} >/dev/null", 30)
+            self.pristine = True
+
+    def restore(self, snapshot: Path) -> None:
+        """Replaces this VM by a fresh one restored from `snapshot`."""
+        self.crash()
+        self.snapshot = snapshot
+        self.start()
 
     def _connect_qmp(self, path: Path) -> QEMUMonitorProtocol:
         deadline = time.monotonic() + 10
@@ -210,12 +221,13 @@ class QemuMachine:
             self._console.close()
             self._console = None
 
-    def take_snapshot(self, path: Path) -> None:
-        """Saves the whole VM state to `path` (stop + migrate to file); the VM is left paused."""
+    def take_snapshot(self, path: Path, resume: bool = False) -> None:
+        """Saves the whole VM state to `path` (stop + migrate to file); the VM is left paused
+        unless `resume`. The SSH session is closed first so the snapshot holds none."""
         if self._ssh is not None:
             self._ssh.close()
             self._ssh = None
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self.qmp("stop")
         self.qmp("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
         deadline = time.monotonic() + 120
@@ -224,6 +236,9 @@ class QemuMachine:
                 raise MachineError(f"saving the VM snapshot failed (migration {state})")
             time.sleep(0.02)
         tmp.replace(path)
+        if resume:
+            self.qmp("cont")
+            self._connect_ssh()
 
     # -- commands -----------------------------------------------------------------------
     def _client(self) -> paramiko.SSHClient:
@@ -235,6 +250,12 @@ class QemuMachine:
     def execute(self, command: str, timeout: float = 60,
                 stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:
         """(exit status, output) of a shell command run as root in the VM."""
+        self.pristine = False
+        return self._run(command, timeout, stdin)
+
+    def _run(self, command: str, timeout: float,
+             stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:
+        """execute() for the framework's own commands, which keep the VM pristine."""
         self._check_alive(f"`{command}`")
         try:
             return ssh.run(self._client(), command, self.timeout(timeout), stdin)
