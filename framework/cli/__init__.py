@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from framework.cli import build, ci_cell, evaluate, init, lock, matrix, options, report
+from framework.cli import build, ci_cell, evaluate, init, lock, matrix, options, report, vm
 from framework.errors import UserError
 
-COMMANDS = [evaluate, options, matrix, ci_cell, report, build, lock, init]
+COMMANDS = [evaluate, options, matrix, ci_cell, report, build, lock, init, vm]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -297,6 +297,13 @@ class QemuMachine:
                                    f"{what}; last output:\n{last[-3000:]}")
             time.sleep(0.2)
 
+    def interact(self, banner: str = "") -> int:
+        """An interactive shell on the local terminal; its exit status."""
+        from framework.vm.interactive import shell
+
+        self.pristine = False
+        return shell(self._client(), banner)
+
     def wait_until_succeeds(self, command: str, timeout: float = 60) -> str:
         def check() -> tuple[bool, str]:
             status, out = self.execute(command, timeout)

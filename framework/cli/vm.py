@@ -1,0 +1,56 @@
+"""`cimages vm FILE [--run CMD]`: a VM with Docker and the image loaded; a shell, or one command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from framework.vm.machine import DEFAULT_MEMORY_MIB
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cmd = sub.add_parser("vm", help="start a VM running Docker with the image loaded")
+    cmd.add_argument("file", help="image definition (YAML)")
+    cmd.add_argument("--run", metavar="CMD", dest="command_line",
+                     help="run this shell command in the VM instead of an interactive shell "
+                          "(exit code is the command's)")
+    cmd.add_argument("--accel", choices=["kvm", "tcg"],
+                     help="QEMU accelerator (default: KVM if a probe shows it works, else TCG)")
+    cmd.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MIB, metavar="MIB",
+                     help=f"guest memory in MiB (default {DEFAULT_MEMORY_MIB})")
+    cmd.set_defaults(run=run)
+
+
+def _say(message: str) -> None:
+    print(f"cimages: {message}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from framework.builder import build
+    from framework.vm.accel import select_accel
+    from framework.vm.docker import Machine
+    from framework.vm.host import docker_host
+    from framework.vm.snapshot import booted_snapshot
+
+    started = time.monotonic()
+    image = build(Path(args.file))
+    root = docker_host()
+    accel = select_accel(root.kernel, args.accel)
+    snapshot = booted_snapshot(root, accel, args.memory)
+    with tempfile.TemporaryDirectory(prefix="cimages-vm-") as tmp:
+        machine = Machine(root, accel, Path(tmp), name="cimages-vm", memory_mib=args.memory,
+                          snapshot=snapshot)
+        try:
+            machine.start()
+            ref = machine.load_image(image)
+            _say(f"VM ready with {ref} loaded in {time.monotonic() - started:.1f} s ({accel})")
+            if args.command_line is not None:
+                status, output = machine.execute(args.command_line, timeout=3600)
+                sys.stdout.write(output)
+                return status
+            return machine.interact(f"cimages: {ref} is loaded: docker run -it {ref}")
+        finally:
+            machine.crash()
