@@ -1,11 +1,11 @@
 """The VM tier's fixtures.
 
-`vm`: a `framework.vm.Machine` (Docker ready) restored from the cached booted snapshot before
-each test, so every test starts from the same fresh state without a boot. `image(name)`:
-the BuildResult of images/NAME.yaml (or a definition path relative to the test file),
-built once per session. On failure the serial log, the dockerd log and every container's
-log are printed and attached to Allure; `--keep-vm` leaves the VM running and says how to
-attach. QEMU dies with pytest (PR_SET_PDEATHSIG) even when pytest is killed.
+`vm`: a `framework.vm.Machine` (Docker ready) restored from the cached booted snapshot for
+each test, on its first use, so every test starts from the same fresh state without a
+boot. `image(name)`: the BuildResult of images/NAME.yaml (or a definition path relative to
+the repository), built once per session. On failure the serial log, the dockerd log and
+every container's log are printed and attached to Allure; `--keep-vm` leaves the VM
+running and says how to attach. QEMU dies with pytest (PR_SET_PDEATHSIG) even when pytest is killed.
 """
 
 from __future__ import annotations
@@ -69,8 +69,7 @@ def vm(request: pytest.FixtureRequest, vm_root: VMRoot, vm_accel: str, vm_snapsh
     machine = Machine(vm_root, vm_accel, tmp_path / "vm", name=request.node.name[:60],
                       memory_mib=request.config.getoption("vm_memory"), snapshot=vm_snapshot)
     try:
-        machine.start()
-        yield machine
+        yield machine  # it starts on first use (see Machine._ensure_started)
     finally:
         failed = any(getattr(getattr(request.node, f"vm_report_{when}", None), "failed", False)
                      for when in ("setup", "call"))
@@ -121,12 +120,11 @@ def image(pytestconfig: pytest.Config) -> Callable[[str], Any]:
     """`image("nginx")`: images/nginx.yaml built (or reused) by the builder."""
     from framework.builder import build
 
-    images = Path(pytestconfig.rootpath) / "images"
+    repo = Path(pytestconfig.rootpath)
 
     def get(name: str) -> Any:
-        definition = Path(name) if os.sep in name or name.endswith(".yaml") \
-            else images / f"{name}.yaml"
-        definition = definition.resolve()
+        is_path = os.sep in name or name.endswith(".yaml")
+        definition = (repo / name if is_path else repo / "images" / f"{name}.yaml").resolve()
         if definition not in _builds:
             _builds[definition] = build(definition)
         return _builds[definition]

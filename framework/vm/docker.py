@@ -45,6 +45,8 @@ class Machine(QemuMachine):
         archive = Path(getattr(image, "archive", image))
         digest = str(getattr(image, "digest", "") or _file_key(archive))
         derived = None
+        if not self.is_up() and self.snapshot is not None:
+            self.pristine = True  # it starts as the snapshot, untouched
         if self.pristine and self.snapshot is not None:
             key = hashlib.sha256(f"{self.snapshot.stem}|{digest}|{DERIVED_RECIPE}".encode())
             derived = cache_dir("snapshots") / f"{key.hexdigest()[:24]}.state"

@@ -17,14 +17,14 @@ from pathlib import Path
 from framework.vm.accel import qemu_binary
 from framework.vm.cache import cache_dir
 from framework.vm.docker import Machine
-from framework.vm.machine import TCG_CPU, VMRoot
+from framework.vm.machine import SMP, TCG_CPU, VMRoot
 
 
 def _key(root: VMRoot, accel: str, memory_mib: int) -> str:
     version = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True,
                              timeout=30, check=True).stdout
     parts = [root.digest, root.disk.name, root.initramfs.name, accel, str(memory_mib),
-             TCG_CPU, version]
+             TCG_CPU, str(SMP), version]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 

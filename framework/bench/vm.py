@@ -1,0 +1,70 @@
+"""VM tier timings under the accelerator the probe picks (TCG on this kind of host).
+
+- boot_to_docker_ready_s: a cold boot (no snapshot) until the Engine API answers;
+- restore_to_docker_ready_s: a new QEMU restored from the booted snapshot, to the same point;
+- warm_test_s: `pytest vmtests -k hello` wall time with every cache warm;
+- nginx_cold_s: `pytest vmtests -k nginx` with empty VM caches (root disk, initramfs,
+  snapshots: so it boots), image builds cached; nginx_warm_s: the same again, warm;
+- vmtests_s: the whole `pytest vmtests`, warm.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from framework.vm.accel import select_accel
+from framework.vm.docker import Machine
+from framework.vm.host import docker_host
+from framework.vm.machine import DEFAULT_MEMORY_MIB
+from framework.vm.snapshot import booted_snapshot
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pytest(args: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+                   cwd=REPO, env={**os.environ, **(env or {})}, check=True, timeout=3600,
+                   stdout=subprocess.DEVNULL)
+    return round(time.monotonic() - started, 2)
+
+
+def _to_docker_ready(machine: Machine) -> float:
+    started = time.monotonic()
+    machine.start()
+    machine.wait_for_docker()
+    return round(time.monotonic() - started, 2)
+
+
+def run() -> dict[str, object]:
+    root = docker_host()
+    accel = select_accel(root.kernel)
+    results: dict[str, object] = {"accel": accel}
+    with tempfile.TemporaryDirectory(prefix="cimages-bench-vm-") as tmp:
+        machine = Machine(root, accel, Path(tmp) / "boot")
+        try:
+            results["boot_to_docker_ready_s"] = _to_docker_ready(machine)
+            results["boot_guest_uptime_s"] = float(machine.succeed("cut -d' ' -f1 /proc/uptime"))
+        finally:
+            machine.crash()
+        snapshot = booted_snapshot(root, accel, DEFAULT_MEMORY_MIB)
+        restores = []
+        for attempt in range(3):
+            machine = Machine(root, accel, Path(tmp) / f"restore{attempt}", snapshot=snapshot)
+            try:
+                restores.append(_to_docker_ready(machine))
+            finally:
+                machine.crash()
+        results["restore_to_docker_ready_s"] = min(restores)
+        _pytest(["vmtests", "-k", "hello"])  # makes the derived snapshot: the next run is warm
+        results["warm_test_s"] = _pytest(["vmtests", "-k", "hello"])
+        results["nginx_cold_s"] = _pytest(["vmtests", "-k", "nginx"],
+                                          {"XDG_CACHE_HOME": str(Path(tmp) / "cache")})
+        results["nginx_warm_s"] = _pytest(["vmtests", "-k", "nginx"])
+    results["vmtests_s"] = _pytest(["vmtests"])
+    return results
