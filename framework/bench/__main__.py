@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 # Each entry: a module under framework.bench exposing `run() -> dict[str, object]`.
-BENCHMARKS: list[str] = ["builder", "sandbox"]
+BENCHMARKS: list[str] = ["builder", "sandbox", "vm"]
 
 
 def main() -> int:

@@ -1,0 +1,100 @@
+"""Pure parts of the VM tier: the initramfs cpio writer, PPM->PNG, layer flattening and the
+accelerator override. (Booting is covered by vmtests/.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from framework.errors import UserError
+from framework.vm import cpio
+from framework.vm.accel import select_accel
+from framework.vm.flatten import flattened
+from framework.vm.png import ppm_to_png
+
+
+def parse_newc(data: bytes) -> list[tuple[str, int, bytes]]:
+    entries, pos = [], 0
+    while True:
+        header = data[pos:pos + 110]
+        assert header[:6] == b"070701"
+        fields = [int(header[6 + 8 * i:14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = fields[1], fields[6], fields[11]
+        name_end = pos + 110 + namesize
+        name = data[pos + 110:name_end - 1].decode()
+        body = name_end + (-name_end % 4)
+        if name == "TRAILER!!!":
+            return entries
+        entries.append((name, mode, data[body:body + size]))
+        pos = body + size + (-(body + size) % 4)
+
+
+def test_cpio_newc_round_trip():
+    archive = cpio.archive([cpio.directory("bin"), cpio.file("bin/tool", b"abc", 0o755),
+                            cpio.symlink("bin/sh", "tool"), cpio.file("init", b"#!/bin/sh\n")])
+    assert parse_newc(archive) == [
+        ("bin", 0o40755, b""), ("bin/tool", 0o100755, b"abc"), ("bin/sh", 0o120777, b"tool"),
+        ("init", 0o100644, b"#!/bin/sh\n")]
+    assert len(archive) % 4 == 0
+
+
+def test_ppm_to_png_keeps_pixels():
+    pixels = bytes(range(2 * 2 * 3))
+    png = ppm_to_png(b"P6\n2 2\n255\n" + pixels)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (2, 2)
+    idat_len = struct.unpack(">I", png[33:37])[0]
+    raw = zlib.decompress(png[41:41 + idat_len])
+    assert raw == b"\0" + pixels[:6] + b"\0" + pixels[6:]
+
+
+def _layer(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_flatten_merges_layers_with_overrides_and_whiteouts(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    layers = [_layer({"etc/a": b"1", "etc/b": b"old", "etc/gone": b"x"}),
+              _layer({"etc/b": b"new", "etc/.wh.gone": b""})]
+    config = {"config": {"Env": ["K=v"]}, "rootfs": {"type": "layers", "diff_ids": []}}
+    archive = tmp_path / "image.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in [("l0.tar", layers[0]), ("l1.tar", layers[1]),
+                           ("c.json", json.dumps(config).encode()),
+                           ("manifest.json", json.dumps([{"Config": "c.json",
+                                                          "RepoTags": ["t:latest"],
+                                                          "Layers": ["l0.tar", "l1.tar"]}]
+                                                        ).encode())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    flat = flattened(archive, "sha256:" + "ab" * 32)
+    with tarfile.open(flat) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))[0]
+        assert manifest["RepoTags"] == ["t:latest"] and len(manifest["Layers"]) == 1
+        new_config = json.load(tar.extractfile(manifest["Config"]))
+        assert new_config["config"] == {"Env": ["K=v"]}
+        assert len(new_config["rootfs"]["diff_ids"]) == 1
+        with tarfile.open(fileobj=tar.extractfile(manifest["Layers"][0])) as layer:
+            files = {m.name: layer.extractfile(m).read() for m in layer if m.isfile()}
+    assert files == {"etc/a": b"1", "etc/b": b"new"}
+
+
+def test_accel_override_is_checked(tmp_path: Path):
+    assert select_accel(tmp_path / "vmlinuz", "tcg") == "tcg"
+    with pytest.raises(UserError, match="--accel kvm or --accel tcg"):
+        select_accel(tmp_path / "vmlinuz", "hvf")
