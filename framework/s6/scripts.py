@@ -53,6 +53,18 @@ failed() {{
     shutdown "$2"
 }}
 
+# await_logger NAME: at most 1 s for NAME's logger to run. s6-svscan -t lets running
+# loggers drain to end of file, but a logger not yet spawned (a service that failed at once,
+# on a slow disk) would never read what NAME printed before failing.
+await_logger() {{
+    i=0
+    while [ $i -lt 100 ]; do
+        [ "$(/usr/bin/s6-svstat -o up "$S6_STATE/scan/$1/log" 2>/dev/null)" = true ] && return
+        $bb sleep 0.01
+        i=$((i + 1))
+    done
+}}
+
 # longrun_finished NAME RESTART_ON_FAILURE EXIT SIGNAL: the body of every finish script.
 # Exit 125 tells s6-supervise not to restart the service.
 longrun_finished() {{
@@ -64,6 +76,7 @@ longrun_finished() {{
         say "$1 exited with code $code; restarting it (restartOnFailure)"
         exit 0
     fi
+    await_logger "$1"
     failed "$1" "$code"
     exit 125
 }}
