@@ -22,8 +22,8 @@ def in_order(log: str, *patterns: str) -> None:
 @pytest.mark.image("nginx")
 def test_nginx(vm, image):
     ref = vm.load_image(image("nginx"))
-    vm.run_container(ref, ports={8000: 80})
-    out = vm.wait_until_succeeds("curl -sf localhost:8000/plop", timeout=30)
+    vm.run_container(ref, name="web", ports={8000: 80})
+    out = vm.wait_while_running("web", "curl -sf localhost:8000/plop", timeout=30)
     assert "plop" in out
 
 

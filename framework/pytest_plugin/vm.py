@@ -71,22 +71,26 @@ def vm(request: pytest.FixtureRequest, vm_root: VMRoot, vm_accel: str, vm_snapsh
     try:
         yield machine  # it starts on first use (see Machine._ensure_started)
     finally:
-        failed = any(getattr(getattr(request.node, f"vm_report_{when}", None), "failed", False)
-                     for when in ("setup", "call"))
-        if failed:
-            _report_failure(machine)
-        if failed and request.config.getoption("keep_vm") and machine.is_up():
-            _keep(machine)
-        machine.crash()
+        try:
+            failed = any(getattr(getattr(request.node, f"vm_report_{when}", None), "failed",
+                                 False) for when in ("setup", "call"))
+            if failed:
+                _report_failure(machine)
+            if failed and request.config.getoption("keep_vm") and machine.is_up():
+                _keep(machine)
+        finally:
+            machine.crash()
 
 
 def _report_failure(machine: Machine) -> None:
     logs: dict[str, str] = {"serial console": machine.serial_log.read_text(errors="replace")}
     if machine.is_up():
+        # Short timeouts: the VM may be what failed.
         with contextlib.suppress(AssertionError):
-            logs["dockerd log"] = machine.dockerd_log()
-            for name in machine.containers():
-                logs[f"container {name} log"] = machine.container_logs(name)
+            logs["dockerd log"] = machine.execute("cat /var/log/dockerd.log", timeout=10)[1]
+            for name in machine.containers(timeout=10):
+                logs[f"container {name} log"] = machine.execute(
+                    f"docker logs {name} 2>&1", timeout=10)[1]
     try:
         import allure
 

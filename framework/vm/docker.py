@@ -34,7 +34,7 @@ class Machine(QemuMachine):
         out = self.succeed(f"{API}{path} -X {method} -f", timeout=timeout)
         return json.loads(out) if out.strip() else None
 
-    def load_image(self, image: Any, timeout: float = 300) -> str:
+    def load_image(self, image: Any, timeout: float = 120) -> str:
         """Loads a docker-archive (a BuildResult or a path) into dockerd; returns its
         name:tag.
 
@@ -87,6 +87,23 @@ class Machine(QemuMachine):
             map(shlex.quote, [image, *command]))
         return self.succeed(cmd, timeout=timeout).strip()
 
+    def wait_while_running(self, name: str, command: str, timeout: float = 60) -> str:
+        """wait_until_succeeds(command), failing at once if container `name` stops."""
+        deadline = time.monotonic() + self.timeout(timeout)
+        out = ""
+        while time.monotonic() < deadline:
+            status, out = self.execute(command, timeout)
+            if status == 0:
+                return out
+            state = self.container_state(name)
+            if not state["Running"]:
+                raise MachineError(
+                    f"container {name} stopped (exit code {state['ExitCode']}) while waiting "
+                    f"for `{command}`; its logs:\n{self.container_logs(name)[-2000:]}")
+            time.sleep(0.2)
+        raise MachineError(f"timed out after {self.timeout(timeout):.0f} s waiting for "
+                           f"`{command}`; last output:\n{out[-2000:]}")
+
     def container_state(self, name: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/containers/{name}/json")["State"])
 
@@ -105,9 +122,10 @@ class Machine(QemuMachine):
     def container_logs(self, name: str) -> str:
         return self.succeed(f"docker logs {shlex.quote(name)} 2>&1")
 
-    def containers(self) -> list[str]:
+    def containers(self, timeout: float = 60) -> list[str]:
         """Names of all containers, running or not."""
-        return [c["Names"][0].lstrip("/") for c in self.api("GET", "/containers/json?all=1")]
+        listed = self.api("GET", "/containers/json?all=1", timeout)
+        return [c["Names"][0].lstrip("/") for c in listed]
 
     def dockerd_log(self) -> str:
         return self.execute("cat /var/log/dockerd.log")[1]

@@ -24,7 +24,7 @@ def _key(root: VMRoot, accel: str, memory_mib: int) -> str:
     version = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True,
                              timeout=30, check=True).stdout
     parts = [root.digest, root.disk.name, root.initramfs.name, accel, str(memory_mib),
-             TCG_CPU, str(SMP), version]
+             TCG_CPU, str(SMP[accel]), version]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 

@@ -63,21 +63,30 @@ class PinnedHostKey(paramiko.MissingHostKeyPolicy):
             raise paramiko.SSHException(f"VM host key mismatch for {hostname}")
 
 
-def banner_ready(port: int, timeout: float) -> bool:
-    """Whether sshd answers on the port. QEMU's user networking accepts connections before
-    the guest listens, so only the banner proves sshd is there (and paramiko stays quiet)."""
+def sshd_socket(port: int, timeout: float) -> socket.socket | None:
+    """A connection on which sshd has sent its banner, or None. QEMU's user networking
+    accepts connections before the guest listens, so only the banner proves sshd is there;
+    it is peeked, not read, so the same connection goes on to log in (under TCG each new
+    connection costs sshd a noticeable fork)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            return sock.recv(4).startswith(b"SSH-")
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     except OSError:
-        return False
+        return None
+    try:
+        if sock.recv(4, socket.MSG_PEEK) == b"SSH-":
+            return sock
+    except OSError:
+        pass
+    sock.close()
+    return None
 
 
-def connect(port: int, user_key: KeyPair, host_key: KeyPair, timeout: float) -> paramiko.SSHClient:
-    """One attempt to log in as root on 127.0.0.1:port."""
+def connect(sock: socket.socket, user_key: KeyPair, host_key: KeyPair,
+            timeout: float) -> paramiko.SSHClient:
+    """Logs in as root over `sock` (from sshd_socket)."""
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(PinnedHostKey(host_key.paramiko_key()))
-    client.connect("127.0.0.1", port=port, username="root", pkey=user_key.paramiko_key(),
+    client.connect("127.0.0.1", username="root", pkey=user_key.paramiko_key(), sock=sock,
                    timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
                    allow_agent=False, look_for_keys=False)
     transport = client.get_transport()
