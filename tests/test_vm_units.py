@@ -15,6 +15,7 @@ import pytest
 from framework.errors import UserError
 from framework.vm import cpio
 from framework.vm.accel import select_accel
+from framework.vm.docker import demux_logs
 from framework.vm.flatten import flattened
 from framework.vm.png import ppm_to_png
 
@@ -98,3 +99,12 @@ def test_accel_override_is_checked(tmp_path: Path):
     assert select_accel(tmp_path / "vmlinuz", "tcg") == "tcg"
     with pytest.raises(UserError, match="--accel kvm or --accel tcg"):
         select_accel(tmp_path / "vmlinuz", "hvf")
+
+
+def test_log_stream_demultiplexed():
+    def frame(stream: int, data: bytes) -> bytes:
+        return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+    assert demux_logs(frame(1, b"out\n") + frame(2, b"err\n") + frame(1, b"")) == "out\nerr\n"
+    assert demux_logs(b"") == ""
+    assert demux_logs(b"a TTY's raw log\n") == "a TTY's raw log\n"
