@@ -71,6 +71,9 @@ class QemuMachine:
         # True while nothing ran in the VM since it was restored: its state is then exactly
         # the snapshot's, so a further snapshot can be derived from it (see docker.py).
         self.pristine = False
+        # After a restore the guest clock still says when the snapshot was taken: it is set
+        # by the first command run, which saves a round trip (a third of a second under TCG).
+        self._clock_stale = False
         self._console: Console | None = None
         self._qmp: QEMUMonitorProtocol | None = None
         self._ssh: paramiko.SSHClient | None = None
@@ -127,8 +130,7 @@ class QemuMachine:
             self._resume_incoming()
         self._connect_ssh()
         if self.snapshot is not None:
-            # The guest clock still says when the snapshot was taken.
-            self._run(f"date -u -s @{time.time():.3f} >/dev/null", 30)
+            self._clock_stale = True
             self.pristine = True
 
     def restore(self, snapshot: Path) -> None:
@@ -277,12 +279,16 @@ class QemuMachine:
         """execute() for the framework's own commands, which keep the VM pristine."""
         self._ensure_started()
         self._check_alive(f"`{command}`")
+        shown = command
+        if self._clock_stale:
+            command = f"date -u -s @{time.time():.3f} >/dev/null 2>&1\n{command}"
+            self._clock_stale = False
         try:
             return ssh.run(self._client(), command, self.timeout(timeout), stdin)
         except TimeoutError as err:
-            raise MachineError(str(err)) from None
+            raise MachineError(str(err).replace(command, shown)) from None
         except (ConnectionError, paramiko.SSHException) as err:
-            raise MachineError(f"`{command}` failed: {err}; console:\n{self.console_tail()}") \
+            raise MachineError(f"`{shown}` failed: {err}; console:\n{self.console_tail()}") \
                 from None
 
     def succeed(self, *commands: str, timeout: float = 60) -> str:
@@ -322,6 +328,8 @@ class QemuMachine:
         from framework.vm.interactive import shell
 
         self._ensure_started()
+        if self._clock_stale:
+            self._run("true", 30)
         self.pristine = False
         return shell(self._client(), banner)
 
