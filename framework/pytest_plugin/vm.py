@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,15 +93,36 @@ def _report_failure(machine: Machine) -> None:
             for name in machine.containers(timeout=10):
                 logs[f"container {name} log"] = machine.execute(
                     f"docker logs {name} 2>&1", timeout=10)[1]
+    screen = None
+    if machine.is_up():
+        with contextlib.suppress(Exception):  # a screenshot must not hide the real failure
+            screen = machine.screenshot(machine.state_dir / "screen.png")
     try:
         import allure
 
         for title, text in logs.items():
             allure.attach(text, name=title, attachment_type=allure.attachment_type.TEXT)
+        if screen:
+            allure.attach.file(str(screen), name="screen",
+                               attachment_type=allure.attachment_type.PNG)
     except ImportError:
         pass
+    _keep_logs(machine.name, logs, screen)
     for title, text in logs.items():
         print(f"--- {title} (last 4000 characters) ---\n{text[-4000:]}")
+
+
+def _keep_logs(test: str, logs: dict[str, str], screen: Path | None) -> None:
+    """Copies into $CIMAGES_LOG_DIR (set by `cimages ci-cell`), so a CI cell publishes them."""
+    folder = os.environ.get("CIMAGES_LOG_DIR")
+    if not folder:
+        return
+    target = Path(folder) / re.sub(r"[^\w.-]+", "_", test)
+    target.mkdir(parents=True, exist_ok=True)
+    for title, text in logs.items():
+        (target / (re.sub(r"\W+", "-", title) + ".log")).write_text(text)
+    if screen:
+        shutil.copy(screen, target / "screen.png")
 
 
 def _keep(machine: Machine) -> None:
