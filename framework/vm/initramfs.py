@@ -10,11 +10,14 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
-from framework.vm import cpio, deb, kmods
+from framework.builder import build as build_image
+from framework.sandbox.rootfs import unpacked_root
+from framework.vm import cpio, kmods
 from framework.vm.cache import cache_dir
 
 # Enough to find and mount the root disk and reach the network; the rest of the modules
 # are loaded from the root itself (kmod is in the VM image).
+TOOLS = Path(__file__).with_name("initramfs-tools.yaml")
 MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "crc32c_generic", "ext4",
            "overlay"]
 
@@ -35,15 +38,16 @@ def build(root: Path) -> Path:
     release = kernel_release(root)
     modules_dir = root / "lib" / "modules" / release
     init = resources.files("framework.vm").joinpath("init.sh").read_bytes()
-    busybox_deb = deb.download("busybox-static")
-    key = hashlib.sha256(b"\0".join([release.encode(), init, busybox_deb.name.encode(),
+    tools = build_image(TOOLS)
+    key = hashlib.sha256(b"\0".join([release.encode(), init, tools.digest.encode(),
                                      " ".join(MODULES).encode()])).hexdigest()[:20]
     out = cache_dir("initramfs") / f"{release}-{key}.cpio.gz"
     if out.exists():
         return out
     order = kmods.load_order(modules_dir, MODULES)
     entries = [cpio.directory(d) for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules")]
-    entries += [cpio.file("bin/busybox", deb.read_member(busybox_deb, "bin/busybox"), 0o755),
+    busybox = (unpacked_root(tools.layers, tools.digest) / "usr/bin/busybox").read_bytes()
+    entries += [cpio.file("bin/busybox", busybox, 0o755),
                 cpio.symlink("bin/sh", "busybox"),
                 cpio.file("init", init, 0o755),
                 cpio.file("modules.order", "\n".join(p.name for p in order).encode() + b"\n")]
