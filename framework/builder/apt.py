@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from framework.builder.paths import cache_dir
 from framework.builder.sources import debian_sources
+from framework.cache import cache_dir
 from framework.errors import UserError
 
 APT_TIMEOUT = 600  # seconds; an update over a slow mirror can take minutes

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from framework.builder.lockfile import LockedPackage
-from framework.builder.paths import cache_dir
 from framework.builder.progress import Progress
+from framework.cache import cache_dir
 from framework.errors import UserError
 
 PARALLEL = 6

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.builder.layer import LayerBlob
-from framework.builder.paths import cache_dir
+from framework.cache import cache_dir
 
 # Bump when the bytes of a layer for the same inputs change (tar or path rules).
 BUILDER_VERSION = 3

@@ -18,7 +18,7 @@ from pathlib import Path
 from framework.builder import layercache
 from framework.builder.layer import Entry, LayerBlob, write_layer
 from framework.builder.oci import ImageLayer
-from framework.builder.paths import cache_dir
+from framework.cache import cache_dir
 from framework.errors import UserError
 
 TIMEOUT = 600  # seconds for each line

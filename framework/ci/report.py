@@ -6,22 +6,22 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from framework.cache import cache_dir
 from framework.errors import UserError
 
 ALLURE_VERSION = "3.18.0"
-TOOLS = Path.home() / ".cache" / "cimages" / "npm"
 
 
 def allure_command() -> Path:
     """Installs the pinned Allure CLI once into the cache; returns its executable."""
-    binary = TOOLS / "node_modules" / ".bin" / "allure"
+    tools = cache_dir("npm")
+    binary = tools / "node_modules" / ".bin" / "allure"
     if binary.exists():
         return binary
     if shutil.which("npm") is None:
         raise UserError("npm is missing: install Node.js and npm (apt-get install nodejs npm)")
-    TOOLS.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(TOOLS),
+        ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(tools),
          f"allure@{ALLURE_VERSION}"],
         capture_output=True, text=True, timeout=600,
     )

@@ -1,5 +1,5 @@
 """An image's root directory, unpacked from its layers (base first) honouring OCI
-whiteouts, cached under ~/.cache/cimages/roots/ by image digest.
+whiteouts, cached in the project cache (framework/cache.py) under roots/, by image digest.
 
 Also used for the VM's root disk, so it takes any list of layer blobs (tar, optionally
 gzip-compressed). Ownership comes from the layers, plus `uid_shift` (the sandbox maps
@@ -17,9 +17,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from framework.cache import cache_dir
 from framework.errors import UserError
 
-CACHE = Path.home() / ".cache" / "cimages" / "roots"
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 # Directories a runtime mounts over; present (empty) so read-only roots can hold mounts.
@@ -29,11 +29,11 @@ MOUNT_POINTS = ("proc", "dev", "sys", "tmp", "run")
 def unpacked_root(layers: Sequence[Path], digest: str, uid_shift: int = 0) -> Path:
     """The root directory of the image with these layers, unpacked once per digest."""
     key = digest.replace("sha256:", "")[:32] + (f"-shift{uid_shift}" if uid_shift else "")
-    final = CACHE / key
+    roots = cache_dir("roots")
+    final = roots / key
     if final.is_dir():
         return final
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=f".{key}-"))
+    tmp = Path(tempfile.mkdtemp(dir=roots, prefix=f".{key}-"))
     try:
         for layer in layers:
             apply_layer(tmp, Path(layer), uid_shift)

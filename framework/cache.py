@@ -1,4 +1,5 @@
-"""Where the builder keeps its caches: `$CIMAGES_CACHE`, else ~/.cache/cimages."""
+"""Where every part keeps its caches (builder, sandbox roots, VM, report tools):
+`$CIMAGES_CACHE`, else ~/.cache/cimages."""
 
 from __future__ import annotations
 
