@@ -1,10 +1,11 @@
-"""Pure parts of the VM tier: the initramfs cpio writer, PPM->PNG, layer flattening and the
-accelerator override. (Booting is covered by vmtests/.)"""
+"""Pure parts of the VM tier: the initramfs cpio writer, PPM->PNG, layer flattening, the
+accelerator override and the kernel's PVH extraction. (Booting is covered by vmtests/.)"""
 
 from __future__ import annotations
 
 import io
 import json
+import lzma
 import struct
 import tarfile
 import zlib
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from framework.errors import UserError
-from framework.vm import cpio
+from framework.vm import cpio, vmlinux
 from framework.vm.accel import select_accel
 from framework.vm.docker import demux_logs
 from framework.vm.flatten import flattened
@@ -108,3 +109,42 @@ def test_log_stream_demultiplexed():
     assert demux_logs(frame(1, b"out\n") + frame(2, b"err\n") + frame(1, b"")) == "out\nerr\n"
     assert demux_logs(b"") == ""
     assert demux_logs(b"a TTY's raw log\n") == "a TTY's raw log\n"
+
+
+def elf_with_note(note_type: int) -> bytes:
+    note = struct.pack("<III", 4, 4, note_type) + b"Xen\0" + struct.pack("<I", 0x1000000)
+    header = b"\x7fELF\x02\x01\x01".ljust(0x20, b"\0") + struct.pack("<Q", 64)
+    header = header.ljust(0x36, b"\0") + struct.pack("<HH", 56, 1)
+    program = struct.pack("<IIQQQQQQ", 4, 4, 120, 0, 0, len(note), len(note), 4)
+    return header.ljust(64, b"\0") + program + note
+
+
+def bzimage(kernel: bytes) -> bytes:
+    """A bzImage-shaped file: boot header, then the xz payload and its size, as Linux has."""
+    payload = lzma.compress(kernel, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+    payload += struct.pack("<I", len(kernel))
+    setup = bytearray(5 * 512)
+    setup[0x1F1] = 4
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<II", setup, 0x248, 16, len(payload))
+    return bytes(setup) + b"decompressor" + b"\0" * 4 + payload + b"trailer"
+
+
+def test_kernel_with_pvh_note_is_booted_uncompressed(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CIMAGES_CACHE", str(tmp_path / "cache"))
+    kernel = elf_with_note(vmlinux.XEN_ELFNOTE_PHYS32_ENTRY)
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(bzimage(kernel))
+    booted = vmlinux.bootable(image)
+    assert booted != image and booted.read_bytes() == kernel
+    assert vmlinux.bootable(image) == booted
+
+
+def test_kernel_without_pvh_note_stays_a_bzimage(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CIMAGES_CACHE", str(tmp_path / "cache"))
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(bzimage(elf_with_note(note_type=1)))
+    assert vmlinux.bootable(image) == image
+    assert vmlinux.bootable(image) == image  # remembered, not decompressed again

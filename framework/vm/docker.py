@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shlex
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,7 +23,9 @@ from framework.vm.machine import MachineError, QemuMachine
 # Bumped when what load_image does to an image changes, so derived snapshots are remade.
 DERIVED_RECIPE = "flat1"
 SOCKET = "/var/run/docker.sock"
-API = f"curl -sS --unix-socket {SOCKET} http://docker"
+# --fail-with-body: a refused call exits non-zero and still prints the daemon's message.
+CURL = f"curl -sS --fail-with-body --unix-socket {SOCKET}"
+API = f"{CURL} http://docker"
 
 
 class Machine(QemuMachine):
@@ -33,7 +34,7 @@ class Machine(QemuMachine):
 
     def api(self, method: str, path: str, timeout: float = 60) -> Any:
         """One Engine API call; the decoded JSON reply (None when empty)."""
-        out = self.succeed(f"{API}{path} -X {method} -f", timeout=timeout)
+        out = self.succeed(f"{API}{path} -X {method}", timeout=timeout)
         return json.loads(out) if out.strip() else None
 
     def load_image(self, image: Any, timeout: float = 120) -> str:
@@ -95,18 +96,17 @@ class Machine(QemuMachine):
             body["HostConfig"] = {"PortBindings": {f"{c}/tcp": [{"HostPort": str(h)}]
                                                    for h, c in ports.items()}}
         query = f"?name={quote(name, safe='')}" if name else ""
-        api = f"curl -sS --fail-with-body --unix-socket {SOCKET}"
-        # Plain bash: the VM has no sed or jq. A failed call prints the daemon's message.
+        # Plain bash: the VM has no sed or jq.
         failed = '|| { echo "$out"; exit 1; }'
         script = [
             "set -eo pipefail",
-            f"out=$({api} -X POST -H 'Content-Type: application/json' --data-binary @- "
+            f"out=$({CURL} -X POST -H 'Content-Type: application/json' --data-binary @- "
             f"http://docker/containers/create{query} <<'CIMAGES_JSON'",
             json.dumps(body),
             "CIMAGES_JSON",
             f") {failed}",
             'id=${out#*\\"Id\\":\\"}; id=${id%%\\"*}',
-            f"{api} -X POST http://docker/containers/$id/start",
+            f"{CURL} -X POST http://docker/containers/$id/start",
             "echo $id",
         ]
         return self.succeed("\n".join(script), timeout=timeout).strip()
@@ -127,42 +127,40 @@ class Machine(QemuMachine):
 
     def wait_while_running(self, name: str, command: str, timeout: float = 60) -> str:
         """wait_until_succeeds(command), failing at once if container `name` stops."""
-        deadline = time.monotonic() + self.timeout(timeout)
-        out = ""
-        while time.monotonic() < deadline:
-            status, out = self.execute(command, timeout)
-            if status == 0:
-                return out
+        url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/json")
+        running = f"{CURL} {url} | grep -q '\"Running\":true'"
+        try:
+            return self.wait_in_vm(command, succeed=True, timeout=timeout,
+                                   give_up_if=f"! {running}",
+                                   gave_up=f"container {name} stopped")
+        except MachineError as err:
+            if f"container {name} stopped" not in str(err):
+                raise
             state = self.container_state(name)
-            if not state["Running"]:
-                raise MachineError(
-                    f"container {name} stopped (exit code {state['ExitCode']}) while waiting "
-                    f"for `{command}`; its logs:\n{self.container_logs(name)[-2000:]}")
-            time.sleep(0.2)
-        raise MachineError(f"timed out after {self.timeout(timeout):.0f} s waiting for "
-                           f"`{command}`; last output:\n{out[-2000:]}")
+            raise MachineError(f"{err}\nIt exited with code {state['ExitCode']}; its logs:\n"
+                               f"{self.container_logs(name)[-2000:]}") from None
 
     def container_state(self, name: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/containers/{name}/json")["State"])
 
     def wait_for_container_exit(self, name: str, timeout: float = 60) -> int:
-        """The exit code of a container once it stopped."""
-        deadline = time.monotonic() + self.timeout(timeout)
-        state: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            state = self.container_state(name)
-            if not state["Running"] and state["Status"] != "created":
-                return int(state["ExitCode"])
-            time.sleep(0.3)
-        raise MachineError(f"container {name} still running after {self.timeout(timeout):.0f} s; "
-                           f"last state {state}; logs:\n{self.container_logs(name)[-2000:]}")
+        """The exit code of a container once it stopped (one blocking Engine API call)."""
+        seconds = self.timeout(timeout)
+        url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/wait")
+        status, out = self.execute(f"{CURL} --max-time {seconds:.0f} -X POST {url}", timeout + 30)
+        if status == 0:
+            return int(json.loads(out)["StatusCode"])
+        if status != 28:  # curl's "operation timed out"
+            raise MachineError(f"waiting for container {name} to exit failed: {out[-2000:]}")
+        raise MachineError(f"container {name} still running after {seconds:.0f} s; last state "
+                           f"{self.container_state(name)}; logs:\n"
+                           f"{self.container_logs(name)[-2000:]}")
 
     def container_logs(self, name: str) -> str:
         """stdout and stderr of a container, interleaved as written (Engine API, no CLI)."""
         url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/logs"
                           "?stdout=1&stderr=1")
-        out = self.succeed(f"set -o pipefail; curl -sS --fail-with-body --unix-socket "
-                           f"{SOCKET} {url} | base64 -w0")
+        out = self.succeed(f"set -o pipefail; {CURL} {url} | base64 -w0")
         return demux_logs(base64.b64decode(out.strip()))
 
     def containers(self, timeout: float = 60) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from framework.builder import build
 from framework.errors import UserError
 from framework.sandbox.rootfs import unpacked_root
-from framework.vm import initramfs, rootdisk
+from framework.vm import initramfs, rootdisk, vmlinux
 from framework.vm.cache import cache_dir
 from framework.vm.machine import VMRoot
 from framework.vm.ssh import KeyPair
@@ -89,6 +89,6 @@ def docker_host() -> VMRoot:
         raise UserError("docker-host.yaml has no entry point: it needs its s6 services "
                         "(the s6 init becomes the entry point)")
     user_key, host_key = _keys(result.digest)
-    return VMRoot(digest=result.digest, kernel=initramfs.kernel(root),
+    return VMRoot(digest=result.digest, kernel=vmlinux.bootable(initramfs.kernel(root)),
                   initramfs=initramfs.build(root), disk=_disk(root, result.digest),
                   init=init, user_key=user_key, host_key=host_key)

@@ -14,7 +14,6 @@ import shlex
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,18 +310,6 @@ class QemuMachine:
             output += out
         return output
 
-    def _retry(self, what: str, check: Callable[[], tuple[bool, str]], timeout: float) -> str:
-        deadline = time.monotonic() + self.timeout(timeout)
-        last = ""
-        while True:
-            done, last = check()
-            if done:
-                return last
-            if time.monotonic() > deadline:
-                raise MachineError(f"timed out after {self.timeout(timeout):.0f} s waiting for "
-                                   f"{what}; last output:\n{last[-3000:]}")
-            time.sleep(0.2)
-
     def interact(self, banner: str = "") -> int:
         """An interactive shell on the local terminal; its exit status."""
         from framework.vm.interactive import shell
@@ -334,16 +321,48 @@ class QemuMachine:
         return shell(self._client(), banner)
 
     def wait_until_succeeds(self, command: str, timeout: float = 60) -> str:
-        def check() -> tuple[bool, str]:
-            status, out = self.execute(command, timeout)
-            return status == 0, out
-        return self._retry(f"`{command}` to succeed", check, timeout)
+        """Retries `command` until it exits 0; its output."""
+        return self.wait_in_vm(command, succeed=True, timeout=timeout)
 
     def wait_until_fails(self, command: str, timeout: float = 60) -> str:
-        def check() -> tuple[bool, str]:
-            status, out = self.execute(command, timeout)
-            return status != 0, out
-        return self._retry(f"`{command}` to fail", check, timeout)
+        """Retries `command` until it exits non-zero; its output."""
+        return self.wait_in_vm(command, succeed=False, timeout=timeout)
+
+    def wait_in_vm(self, command: str, succeed: bool, timeout: float,
+                   give_up_if: str | None = None, gave_up: str = "") -> str:
+        """Retries `command` in the VM until it succeeds (or fails) and returns its output.
+
+        The loop runs inside the VM as one SSH command, as each SSH round trip costs a third
+        of a second under TCG. Each attempt's output goes to a file, so a background process
+        left holding it cannot stall the loop. `give_up_if`, a shell condition checked after
+        each attempt that missed, ends the wait at once (a terminal state) with `gave_up`.
+        """
+        seconds = self.timeout(timeout)
+        done = "-eq 0" if succeed else "-ne 0"
+        script = "\n".join([
+            f"deadline=$((SECONDS + {int(seconds) + 1}))",
+            "out=$(mktemp)",
+            "while :; do",
+            f"  bash -c {shlex.quote(command)} >\"$out\" 2>&1 </dev/null",
+            f"  if [ $? {done} ]; then cat \"$out\"; exit 0; fi",
+            f"  if {give_up_if}; then cat \"$out\"; exit 3; fi" if give_up_if else "",
+            "  if [ $SECONDS -ge $deadline ]; then cat \"$out\"; exit 1; fi",
+            "  sleep 0.1",
+            "done",
+        ])
+        self._ensure_started()
+        self.pristine = False
+        status, out = self._run(script, timeout + 30, None)
+        what = f"`{command}` to {'succeed' if succeed else 'fail'}"
+        if status == 3:
+            raise MachineError(f"{gave_up} while waiting for {what}; last output:\n"
+                               f"{out[-3000:]}")
+        if status == 1:
+            raise MachineError(f"timed out after {seconds:.0f} s waiting for {what}; "
+                               f"last output:\n{out[-3000:]}")
+        if status != 0:
+            raise MachineError(f"waiting for {what} failed (exit {status}): {out[-3000:]}")
+        return out
 
     def wait_for_open_port(self, port: int, addr: str = "127.0.0.1", timeout: float = 60) -> None:
         self.wait_until_succeeds(f"nc -z -w 1 {shlex.quote(addr)} {port} 2>&1 || "

@@ -23,8 +23,8 @@ from framework.vm.machine import SMP, TCG_CPU, VMRoot
 def _key(root: VMRoot, accel: str, memory_mib: int) -> str:
     version = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True,
                              timeout=30, check=True).stdout
-    parts = [root.digest, root.disk.name, root.initramfs.name, accel, str(memory_mib),
-             TCG_CPU, str(SMP[accel]), version]
+    parts = [root.digest, root.kernel.name, root.disk.name, root.initramfs.name, accel,
+             str(memory_mib), TCG_CPU, str(SMP[accel]), version]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
