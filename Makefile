@@ -9,7 +9,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils bubblewrap skopeo mmdebstrap s6 execl
 # Runs pytest on a tier only once it holds tests, so a missing tier is said, not hidden.
 define run_tier
 	@if compgen -G "$(1)/test_*.py" >/dev/null; then \
-		$(PYTEST) $(1) --alluredir=allure-results/$(1) --clean-alluredir $(PYTEST_ARGS); \
+		$(PYTEST) $(1) --alluredir=allure-results/$(1) --clean-alluredir $(2) $(PYTEST_ARGS); \
 	else echo "$(1): no tests yet"; fi
 endef
 
@@ -45,8 +45,10 @@ unit-tests: setup
 sandbox-tests: setup
 	$(call run_tier,sandbox_tests)
 
+# One VM per pytest-xdist worker; each VM uses one host core under TCG.
+VM_WORKERS ?= 2
 vm-tests: setup
-	$(call run_tier,vmtests)
+	$(call run_tier,vmtests,-n $(VM_WORKERS))
 
 bench: setup
 	$(PY) -m framework.bench

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from framework.atomic import write_atomic
+
 # Each entry: a module under framework.bench exposing `run() -> dict[str, object]`.
 BENCHMARKS: list[str] = ["builder", "sandbox", "vm"]
 
@@ -24,9 +26,7 @@ def main() -> int:
         results[name] = importlib.import_module(f"framework.bench.{name}").run()
     out = Path("bench/results.json")
     out.parent.mkdir(exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out)
+    write_atomic(out, json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(json.dumps(results, indent=2, sort_keys=True))
     return 0
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from framework.atomic import write_atomic
 from framework.builder.sources import debian_sources
 from framework.cache import cache_dir
 from framework.errors import UserError
@@ -77,9 +78,7 @@ class PrivateApt:
         sources = "\n".join(s.deb822() for s in debian_sources())
         target = self.root / "sources.list.d" / "debian.sources"
         if not target.is_file() or target.read_text() != sources:
-            tmp = target.with_suffix(".tmp")
-            tmp.write_text(sources)
-            tmp.replace(target)
+            write_atomic(target, sources)
 
     def _options(self) -> list[str]:
         r = self.root

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from framework.atomic import write_atomic
 from framework.builder.layer import LayerBlob
 from framework.cache import cache_dir
 
@@ -33,10 +32,7 @@ def blob_dir() -> Path:
 
 
 def _atomic_json(path: Path, value: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(value, handle, sort_keys=True)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value, sort_keys=True))
 
 
 def lookup(key: str) -> LayerBlob | None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from framework.atomic import write_atomic
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -123,9 +125,7 @@ def write_layout(oci_dir: Path, config: dict[str, Any], layers: list[ImageLayer]
         "manifests": [{"mediaType": OCI_MANIFEST, **manifest_desc,
                        "annotations": {"org.opencontainers.image.ref.name": ref}}],
     }
-    tmp = oci_dir / ".index.json.tmp"
-    tmp.write_bytes(canonical_json(index))
-    os.replace(tmp, oci_dir / "index.json")
+    write_atomic(oci_dir / "index.json", canonical_json(index))
     keep = {p.name for p in paths} | {_hex(config_desc["digest"]), _hex(manifest_desc["digest"])}
     for blob in blobs.iterdir():
         if blob.name not in keep and not blob.name.startswith("."):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framework.atomic import write_atomic
 from framework.builder import layercache, maintscripts
 from framework.builder.accounts import Accounts, account_files, accounts
 from framework.builder.base import load_base
@@ -137,9 +137,7 @@ def _read_files(deb: Path, prefix: str, suffix: str) -> dict[str, bytes]:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def _record_layers(definition: Path, lock: Lock, own: dict[str, str], frozen: bool,

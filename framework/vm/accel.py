@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from framework.atomic import write_atomic
 from framework.errors import UserError
 from framework.vm.cache import cache_dir
 
@@ -76,7 +77,5 @@ def select_accel(kernel: Path, requested: str | None = None) -> str:
     why = "KVM boots the VM kernel" if works else "KVM missing, failing or hung within " \
         f"{PROBE_TIMEOUT_S:.0f} s: TCG, slower"
     print(f"cimages: vm accelerator: {accel} ({why}; cached in {cache})", file=sys.stderr)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "accel": accel}))
-    tmp.replace(cache)
+    write_atomic(cache, json.dumps({"key": key, "accel": accel}))
     return accel

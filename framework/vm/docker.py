@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from framework.atomic import write_atomic
 from framework.vm.cache import cache_dir
 from framework.vm.fileserver import served
 from framework.vm.flatten import flattened
@@ -68,9 +68,7 @@ class Machine(QemuMachine):
         loaded = [m["stream"] for m in messages if "Loaded image" in m.get("stream", "")]
         ref = loaded[-1].split(":", 1)[1].strip()
         if derived is not None:
-            tmp = derived.with_name(f".{derived.stem}.{os.getpid()}.ref")
-            tmp.write_text(ref)
-            tmp.replace(derived.with_suffix(".ref"))
+            write_atomic(derived.with_suffix(".ref"), ref)
             self.take_snapshot(derived, resume=True)
             self.snapshot, self.pristine = derived, True
         return ref

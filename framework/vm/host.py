@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from framework.builder import build
+from framework.cache import exclusive
 from framework.errors import UserError
 from framework.sandbox.rootfs import unpacked_root
 from framework.vm import initramfs, rootdisk, vmlinux
@@ -60,12 +61,15 @@ def _disk(root: Path, digest: str) -> Path:
     existing = cache_dir("disks") / f"{key}.ext4"
     if existing.exists():
         return existing
-    release = initramfs.kernel_release(root)
-    with tempfile.TemporaryDirectory(prefix="cimages-depmod-") as tmp:
-        index = _module_index(root, release, Path(tmp))
-        staged = rootdisk.root_disk(root, f"{key}.staged")
-        _add_files(staged, f"/usr/lib/modules/{release}", index)
-    staged.replace(existing)
+    with exclusive(existing):
+        if existing.exists():
+            return existing
+        release = initramfs.kernel_release(root)
+        with tempfile.TemporaryDirectory(prefix="cimages-depmod-") as tmp:
+            index = _module_index(root, release, Path(tmp))
+            staged = rootdisk.root_disk(root, f"{key}.staged")
+            _add_files(staged, f"/usr/lib/modules/{release}", index)
+        staged.replace(existing)
     return existing
 
 

@@ -10,6 +10,7 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
+from framework.atomic import write_atomic
 from framework.builder import build as build_image
 from framework.sandbox.rootfs import unpacked_root
 from framework.vm import cpio, kmods
@@ -52,7 +53,5 @@ def build(root: Path) -> Path:
                 cpio.file("init", init, 0o755),
                 cpio.file("modules.order", "\n".join(p.name for p in order).encode() + b"\n")]
     entries += [cpio.file(f"lib/modules/{p.name}", p.read_bytes()) for p in order]
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(gzip.compress(cpio.archive(entries), compresslevel=1, mtime=0))
-    tmp.replace(out)
+    write_atomic(out, gzip.compress(cpio.archive(entries), compresslevel=1, mtime=0))
     return out

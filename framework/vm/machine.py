@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import os
 import shlex
 import tarfile
 import tempfile
@@ -22,6 +21,7 @@ import paramiko
 from qemu.qmp import ConnectError, ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from framework.atomic import temporary_sibling
 from framework.errors import UserError
 from framework.vm import rootdisk, ssh
 from framework.vm.accel import KVM_MACHINE, TIMEOUT_FACTOR, qemu_binary
@@ -246,7 +246,7 @@ class QemuMachine:
         if self._ssh is not None:
             self._ssh.close()
             self._ssh = None
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = temporary_sibling(path)
         self.qmp("stop")
         self.qmp("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
         deadline = time.monotonic() + 120

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from framework.atomic import temporary_sibling
 from framework.errors import UserError
 from framework.vm.cache import cache_dir
 
@@ -37,8 +38,7 @@ def root_disk(root: Path, key: str) -> Path:
     if shutil.which("mke2fs") is None:
         raise UserError("mke2fs is missing: run `make setup` (or apt-get install e2fsprogs)")
     size_mib = _tree_bytes(root) * 5 // 4 // 2**20 + 64
-    tmp = out.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
+    tmp = temporary_sibling(out)
     # No journal: the disk is only ever mounted read-only.
     cmd = ["mke2fs", "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-E", "root_owner=0:0",
            "-L", "cimages-vm", "-d", str(root), str(tmp), f"{size_mib}M"]

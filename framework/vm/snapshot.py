@@ -6,7 +6,6 @@ second instead of a boot. Concurrent workers (pytest -n) wait on a lock for the 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from framework.cache import exclusive
 from framework.vm.accel import qemu_binary
 from framework.vm.cache import cache_dir
 from framework.vm.docker import Machine
@@ -34,8 +34,7 @@ def booted_snapshot(root: VMRoot, accel: str, memory_mib: int) -> Path:
     path = folder / f"{_key(root, accel, memory_mib)}.state"
     if path.exists():
         return path
-    with (folder / f"{path.stem}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(path):
         if path.exists():
             return path
         started = time.monotonic()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from framework.atomic import write_atomic
 from framework.vm.cache import cache_dir
 
 # Linux boot protocol (Documentation/arch/x86/boot.rst): where the compressed payload lies.
@@ -92,7 +93,5 @@ def bootable(bzimage: Path) -> Path:
     if elf is None or not has_pvh_entry(elf):
         unusable.touch()
         return bzimage
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(elf)
-    tmp.replace(out)
+    write_atomic(out, elf)
     return out
