@@ -8,7 +8,6 @@ loopback port with `!force`, exactly as a user would override a module."""
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -17,17 +16,12 @@ from pathlib import Path
 
 from framework.builder import build
 from framework.errors import UserError
+from framework.net import free_port
 from framework.sandbox.image import start_image
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "images" / "nginx.yaml"
 ANSWER_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def fetch(url: str, deadline: float) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from framework.errors import UserError
+from framework.net import free_port
 from framework.vm.machine import MachineError
-from framework.vm.ssh import free_port
 
 
 def test_console_files_ports_and_screen(vm, tmp_path: Path):

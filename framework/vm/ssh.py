@@ -137,10 +137,3 @@ def _drain(channel: paramiko.Channel) -> bytes:
     while channel.recv_ready():
         data += channel.recv(1 << 16)
     return bytes(data)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (QEMU binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
