@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,9 @@ from framework.errors import UserError
 
 PARALLEL = 6
 TIMEOUT = 60  # seconds without a byte from the mirror
+# A failed name lookup or a dropped connection is retried, as apt does (Acquire::Retries):
+# seen once on this network while two pytest workers fetched ~200 .debs at once.
+RETRY_DELAYS_S = (1.0, 3.0)
 
 
 def cached_deb(package: LockedPackage) -> Path:
@@ -25,17 +29,39 @@ def cached_deb(package: LockedPackage) -> Path:
 
 
 def _fetch(package: LockedPackage, progress: Progress) -> Path:
+    for delay in RETRY_DELAYS_S:
+        try:
+            return _fetch_once(package, progress)
+        except _Transient:
+            time.sleep(delay)
+    try:
+        return _fetch_once(package, progress)
+    except _Transient as err:
+        raise UserError(
+            f"cannot download {package.name} from {package.url} ({err.__cause__}), tried "
+            f"{len(RETRY_DELAYS_S) + 1} times: no network? check the connection to "
+            "deb.debian.org; builds with every .deb already cached need none"
+        ) from err.__cause__
+
+
+class _Transient(Exception):
+    """A network failure worth another attempt; the original error is its __cause__."""
+
+
+def _fetch_once(package: LockedPackage, progress: Progress) -> Path:
     target = cached_deb(package)
     if target.is_file():
         return target
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
     digest = hashlib.sha256()
+    received = 0
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(package.url,
                                                                 timeout=TIMEOUT) as response:
             while chunk := response.read(1 << 16):
                 digest.update(chunk)
                 out.write(chunk)
+                received += len(chunk)
                 progress.advance(len(chunk))
         if digest.hexdigest() != package.sha256:
             raise UserError(
@@ -54,10 +80,8 @@ def _fetch(package: LockedPackage, progress: Progress) -> Path:
         raise UserError(f"downloading {package.url} failed: HTTP {err.code}; retry later or "
                         "check the mirror") from err
     except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-        raise UserError(
-            f"cannot download {package.name} from {package.url} ({err}): no network? check the "
-            "connection to deb.debian.org; builds with every .deb already cached need none"
-        ) from err
+        progress.advance(-received)  # the next attempt counts them again
+        raise _Transient() from err
     finally:
         Path(tmp).unlink(missing_ok=True)
     return target
