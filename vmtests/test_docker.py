@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from framework.vm.machine import MachineError
+
 HERE_IMAGES = "vmtests/images"
 
 
@@ -72,14 +74,17 @@ def test_nix(vm, image):
 def test_systemd(vm, image):
     ref = vm.load_image(image("example-systemd"))
     vm.run_container(ref, name="systemd")
-    vm.wait_until_succeeds("docker logs systemd 2>&1 | grep -q 'dependent services 2'",
-                           timeout=30)
+    vm.wait_for_container_log("systemd", "dependent services 2", timeout=30)
     in_order(vm.container_logs("systemd"), r"dependent services 1", r"dependent services 2")
 
 
 def test_s6(vm, image):
     ref = vm.load_image(image(f"{HERE_IMAGES}/s6-failing.yaml"))
     vm.run_container(ref, name="s6")
+    # A wait on a container that stops ends then, with its exit code and logs, not at timeout.
+    with pytest.raises(MachineError, match=r"(?s)container s6 stopped.*exited with code 3.*"
+                                           r"failing starts"):
+        vm.wait_for_container_log("s6", "never logged", timeout=60)
     assert vm.wait_for_container_exit("s6", timeout=30) == 3
     logs = vm.container_logs("s6")
     assert "bystander up" in logs

@@ -138,6 +138,14 @@ class Machine(QemuMachine):
             raise MachineError(f"{err}\nIt exited with code {state['ExitCode']}; its logs:\n"
                                f"{self.container_logs(name)[-2000:]}") from None
 
+    def wait_for_container_log(self, name: str, regex: str, timeout: float = 60) -> None:
+        """Waits until the running container `name` has logged a line matching `regex`
+        (grep -E), failing at once if it stops. Engine API, so no Go CLI start per attempt."""
+        url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/logs"
+                          "?stdout=1&stderr=1")
+        self.wait_while_running(name, f"{CURL} {url} | grep -aqE {shlex.quote(regex)}",
+                                timeout)
+
     def container_state(self, name: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/containers/{name}/json")["State"])
 
