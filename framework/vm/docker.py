@@ -18,7 +18,7 @@ from framework.atomic import write_atomic
 from framework.vm.cache import cache_dir
 from framework.vm.fileserver import served
 from framework.vm.flatten import flattened
-from framework.vm.machine import MachineError, QemuMachine
+from framework.vm.machine import MachineError, QemuMachine, WaitAbandoned
 
 # Bumped when what load_image does to an image changes, so derived snapshots are remade.
 DERIVED_RECIPE = "flat1"
@@ -131,9 +131,7 @@ class Machine(QemuMachine):
             return self.wait_in_vm(command, succeed=True, timeout=timeout,
                                    give_up_if=f"! {running}",
                                    gave_up=f"container {name} stopped")
-        except MachineError as err:
-            if f"container {name} stopped" not in str(err):
-                raise
+        except WaitAbandoned as err:
             state = self.container_state(name)
             raise MachineError(f"{err}\nIt exited with code {state['ExitCode']}; its logs:\n"
                                f"{self.container_logs(name)[-2000:]}") from None

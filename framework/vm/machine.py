@@ -56,6 +56,10 @@ class MachineError(AssertionError):
     """A VM command or wait failed; the message says what and shows the last output."""
 
 
+class WaitAbandoned(MachineError):
+    """A wait ended early because what it waited on reached a terminal state."""
+
+
 class QemuMachine:
     def __init__(self, root: VMRoot, accel: str, state_dir: Path, name: str = "machine",
                  memory_mib: int = DEFAULT_MEMORY_MIB, snapshot: Path | None = None) -> None:
@@ -345,6 +349,7 @@ class QemuMachine:
         script = "\n".join([
             f"deadline=$((SECONDS + {int(seconds) + 1}))",
             "out=/tmp/.cimages-wait-$$",
+            "trap 'rm -f \"$out\"' EXIT",
             f"command={shlex.quote(command)}",
             "while :; do",
             "  ( eval \"$command\" ) >\"$out\" 2>&1 </dev/null",
@@ -359,7 +364,7 @@ class QemuMachine:
         status, out = self._run(script, timeout + 30, None)
         what = f"`{command}` to {'succeed' if succeed else 'fail'}"
         if status == 3:
-            raise MachineError(f"{gave_up} while waiting for {what}; last output:\n"
+            raise WaitAbandoned(f"{gave_up} while waiting for {what}; last output:\n"
                                f"{out[-3000:]}")
         if status == 1:
             raise MachineError(f"timed out after {seconds:.0f} s waiting for {what}; "
