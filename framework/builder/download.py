@@ -29,19 +29,18 @@ def cached_deb(package: LockedPackage) -> Path:
 
 
 def _fetch(package: LockedPackage, progress: Progress) -> Path:
-    for delay in RETRY_DELAYS_S:
+    for delay in (*RETRY_DELAYS_S, None):
         try:
             return _fetch_once(package, progress)
-        except _Transient:
+        except _Transient as err:
+            if delay is None:
+                raise UserError(
+                    f"cannot download {package.name} from {package.url} ({err.__cause__}), "
+                    f"tried {len(RETRY_DELAYS_S) + 1} times: no network? check the connection "
+                    "to deb.debian.org; builds with every .deb already cached need none"
+                ) from err.__cause__
             time.sleep(delay)
-    try:
-        return _fetch_once(package, progress)
-    except _Transient as err:
-        raise UserError(
-            f"cannot download {package.name} from {package.url} ({err.__cause__}), tried "
-            f"{len(RETRY_DELAYS_S) + 1} times: no network? check the connection to "
-            "deb.debian.org; builds with every .deb already cached need none"
-        ) from err.__cause__
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 class _Transient(Exception):

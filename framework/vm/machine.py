@@ -359,9 +359,7 @@ class QemuMachine:
             "  sleep 0.1",
             "done",
         ])
-        self._ensure_started()
-        self.pristine = False
-        status, out = self._run(script, timeout + 30, None)
+        status, out = self.execute(script, timeout + 30)
         what = f"`{command}` to {'succeed' if succeed else 'fail'}"
         if status == 3:
             raise WaitAbandoned(f"{gave_up} while waiting for {what}; last output:\n"
