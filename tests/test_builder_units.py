@@ -12,7 +12,7 @@ from framework.builder.accounts import account_files, accounts
 from framework.builder.grouping import group_packages, popularity
 from framework.builder.layer import Entry, write_layer
 from framework.builder.maintscripts import alternative_files, parse_alternatives
-from framework.builder.sources import _parse_list, _parse_sources
+from framework.builder.sources import KEYRING, DebianSources
 from framework.builder.unpack import usr_path
 from framework.errors import UserError
 
@@ -105,19 +105,25 @@ def test_alternatives_from_postinst_pick_the_highest_priority_present():
     assert "/usr/bin/nawk" not in links  # a slave of the losing alternative
 
 
-def test_only_debian_sources_are_kept():
-    deb822 = ("Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm "
-              "bookworm-updates\nComponents: main\nSigned-By: /k.gpg\n\n"
-              "Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"
-              "Components: main\n")
-    found = _parse_sources(deb822)
-    assert [(s.suite, s.signed_by) for s in found] == [("bookworm", "/k.gpg"),
-                                                      ("bookworm-updates", "/k.gpg")]
-    listed = _parse_list("deb [signed-by=/g.gpg] https://packages.cloud.google.com/apt "
-                         "cloud-sdk main\n")
-    assert listed[0].signed_by == "/g.gpg"
-    from framework.builder.sources import _is_debian
-    assert not _is_debian(listed[0].uri) and _is_debian(found[0].uri)
+def test_sources_come_from_the_definition_with_updates_and_security():
+    cfg = {"debian": {"release": "trixie", "mirror": "http://m.example/debian/",
+                      "securityMirror": None, "components": ["main", "contrib", "main"]}}
+    sources = DebianSources.from_config(cfg)
+    text = sources.deb822()
+    assert "Suites: trixie trixie-updates\n" in text
+    assert "URIs: http://m.example/debian-security\nSuites: trixie-security\n" in text
+    assert text.count("Components: main contrib\n") == 2
+    assert text.count(f"Signed-By: {KEYRING}\n") == 2
+    sid = DebianSources.from_config({"debian": {**cfg["debian"], "release": "sid"}})
+    assert "security" not in sid.deb822() and "updates" not in sid.deb822()
+    assert sid.key() != sources.key()
+    assert DebianSources.from_lock(sources.as_lock()) == sources
+
+
+def test_a_lock_without_sources_was_bookworms():
+    assert DebianSources.from_lock(None) == DebianSources.from_config(
+        {"debian": {"release": "bookworm", "mirror": "http://deb.debian.org/debian",
+                    "securityMirror": None, "components": ["main"]}})
 
 
 def test_implicit_parent_directories_keep_the_lower_layers_metadata(tmp_path):

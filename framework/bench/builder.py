@@ -27,7 +27,7 @@ from framework.builder import build
 from framework.builder.apt import PrivateApt
 from framework.builder.download import cached_deb, download
 from framework.builder.lockfile import LockedPackage, lock_path, read_lock
-from framework.builder.resolve import lock_definition, requested_packages
+from framework.builder.resolve import lock_definition, requested
 from framework.modules import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,9 +102,10 @@ def _mmdebstrap(variant: str, packages: list[LockedPackage], repo: str, out: Pat
 
 
 def run() -> dict[str, Any]:
-    request = requested_packages(evaluate(DEFINITION).config)
+    request = requested(evaluate(DEFINITION).config)
     lock = read_lock(lock_path(DEFINITION))
-    if lock is None or lock.request != request:  # the definition moved on: pin it again
+    if lock is None or (lock.request, lock.sources) != (request.packages, request.sources):
+        # The definition moved on: pin it again.
         lock = lock_definition(DEFINITION, request)
     debs_dir = download(lock.packages)[lock.packages[0].name].parent
     with tempfile.TemporaryDirectory(prefix="cimages-bench-") as tmp_name:
@@ -128,7 +129,7 @@ def run() -> dict[str, Any]:
         uncompressed = sum(_tar_size(p) for p in result.layers)
 
         essential = [LockedPackage.from_resolved(r) for r in
-                     PrivateApt().resolve([*lock.request, "?essential"])]
+                     PrivateApt(lock.sources).resolve([*lock.request, "?essential"])]
         download(essential)
         repo = _local_repo(tmp / "repo", list({p.sha256: p for p in
                                                [*lock.packages, *essential]}.values()))

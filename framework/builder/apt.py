@@ -1,8 +1,9 @@
-"""apt run against a private state directory: its own lists, status, cache and sources.
+"""apt run against a private state directory: its own lists, status, cache, sources and
+configuration, one per set of Debian sources (so two releases' lists never mix).
 
-The host's apt state is never read or written (only its Debian sources and keyrings). The
-status file is empty, so nothing counts as installed: the resolution is the real dependency
-closure of the request, without the Essential/required set a Debian system would assume.
+The host's apt state and configuration are never read or written. The status file is
+empty, so nothing counts as installed: the resolution is the real dependency closure of the
+request, without the Essential/required set a Debian system would assume.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from framework.atomic import write_atomic
-from framework.builder.sources import debian_sources
+from framework.builder.sources import DebianSources
 from framework.cache import cache_dir
 from framework.errors import UserError
 
@@ -70,15 +71,27 @@ def dependency_names(field: str) -> list[str]:
 
 
 class PrivateApt:
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root or cache_dir("apt")
-        for sub in ("lists/partial", "cache/archives/partial", "sources.list.d"):
+    def __init__(self, sources: DebianSources, root: Path | None = None) -> None:
+        self.sources = sources
+        self.root = root or cache_dir("apt") / sources.key()
+        for sub in ("lists/partial", "cache/archives/partial", "sources.list.d", "conf.d",
+                    "trusted.gpg.d"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "status").touch()
-        sources = "\n".join(s.deb822() for s in debian_sources())
-        target = self.root / "sources.list.d" / "debian.sources"
-        if not target.is_file() or target.read_text() != sources:
-            write_atomic(target, sources)
+        for target, text in ((self.root / "sources.list.d" / "debian.sources", sources.deb822()),
+                             (self.root / "apt.conf", self._config())):
+            if not target.is_file() or target.read_text() != text:
+                write_atomic(target, text)
+
+    def _config(self) -> str:
+        """Read through APT_CONFIG before anything else, so apt never opens the host's
+        /etc/apt/apt.conf(.d): proxies, pinning or architectures there would change what
+        an image holds."""
+        r = self.root
+        return "".join(f'{key} "{value}";\n' for key, value in {
+            "Dir::Etc": r, "Dir::Etc::Main": r / "apt.conf", "Dir::Etc::Parts": r / "conf.d",
+            "Dir::Etc::Trusted": "/dev/null", "Dir::Etc::TrustedParts": r / "trusted.gpg.d",
+        }.items())
 
     def _options(self) -> list[str]:
         r = self.root
@@ -98,6 +111,9 @@ class PrivateApt:
             "Acquire::Languages": "none",
             "APT::Install-Recommends": "false",
             "APT::Install-Suggests": "false",
+            # A mirror that does not answer fails in seconds, not after apt's 120 s default.
+            "Acquire::http::Timeout": "30",
+            "Acquire::Retries": "2",
         }
         return [arg for k, v in settings.items() for arg in ("-o", f"{k}={v}")]
 
@@ -112,7 +128,9 @@ class PrivateApt:
         try:
             return subprocess.run(
                 [tool, *self._options(), *args], capture_output=True, text=True,
-                timeout=APT_TIMEOUT, env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"},
+                timeout=APT_TIMEOUT,
+                env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin",
+                     "APT_CONFIG": str(self.root / "apt.conf")},
             )
         except subprocess.TimeoutExpired as err:
             raise UserError(
@@ -132,9 +150,10 @@ class PrivateApt:
                 if line.startswith(("E:", "W:", "Err:"))
             )
             raise UserError(
-                f"could not download Debian's package lists ({detail or 'apt-get update failed'}); "
-                "check the network connection to deb.debian.org, or build offline with "
-                "--frozen when the lock file and the cached .debs exist"
+                f"could not download the package lists of {self.sources.describe()} "
+                f"({detail or 'apt-get update failed'}); check debian.release and "
+                "debian.mirror in the definition and the network connection to the mirror, or "
+                "build offline with --frozen when the lock file and the cached .debs exist"
             )
 
     def ensure_lists(self, refresh: bool = False) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from framework.builder.apt import Resolved
+from framework.builder.sources import DebianSources
 from framework.errors import UserError
 
 # libyaml when present: a lock of 50 packages loads in 5 ms instead of 140 ms.
@@ -53,6 +54,7 @@ class LockedPackage:
 class Lock:
     request: list[str]  # the package names the definition asked for, sorted
     packages: list[LockedPackage]
+    sources: DebianSources  # where they were resolved: the definition's debian.*
 
     def with_layers(self, layers: dict[str, str]) -> Lock:
         return replace(self, packages=[replace(p, layer=layers.get(p.name, p.layer))
@@ -69,7 +71,8 @@ def read_lock(path: Path) -> Lock | None:
     try:
         data = yaml.load(path.read_text(), Loader=_LOADER)
         packages = [LockedPackage(**p) for p in data.get("packages") or []]
-        return Lock(sorted(data.get("request") or []), sorted(packages, key=lambda p: p.name))
+        return Lock(sorted(data.get("request") or []), sorted(packages, key=lambda p: p.name),
+                    DebianSources.from_lock(data.get("debian")))
     except (yaml.YAMLError, TypeError, AttributeError) as err:
         raise UserError(f"{path} is not a valid lock file ({err}); delete it and run "
                         f"`cimages lock {path.with_suffix('.yaml')}`") from err
@@ -83,7 +86,8 @@ def write_lock(path: Path, lock: Lock, definition: Path) -> None:
             del entry["layer"]
         packages.append(entry)
     text = HEADER.format(definition=definition.name) + yaml.dump(
-        {"request": sorted(lock.request), "packages": packages},
+        {"debian": lock.sources.as_lock(), "request": sorted(lock.request),
+         "packages": packages},
         Dumper=_DUMPER, sort_keys=False, default_flow_style=None, width=100,
     )
     if path.is_file() and path.read_text() == text:

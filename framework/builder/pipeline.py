@@ -28,7 +28,7 @@ from framework.builder.oci import (
     write_layout,
 )
 from framework.builder.packages import check_conflicts, package_layers
-from framework.builder.resolve import lock_for_build, requested_packages
+from framework.builder.resolve import lock_for_build, requested
 from framework.builder.run import run_layer
 from framework.builder.sbom import spdx
 from framework.builder.unpack import MERGED_USR, IdMap, usr_path
@@ -208,7 +208,7 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     mtime = _epoch(image["created"])
     stats = _Stats()
 
-    lock = lock_for_build(definition, requested_packages(cfg), frozen=frozen)
+    lock = lock_for_build(definition, requested(cfg), frozen=frozen)
     debs = download(lock.packages)
     names = [p.name for p in lock.packages]
     acc: Accounts = accounts(cfg, maintscripts.system_accounts(names))

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from framework.builder.lockfile import lock_path
-from framework.builder.resolve import lock_definition, requested_packages
+from framework.builder.resolve import lock_definition, requested
 from framework.modules import evaluate
 
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     definition = Path(args.file)
     cfg = evaluate(definition).config
-    lock = lock_definition(definition, requested_packages(cfg), update=args.update)
+    lock = lock_definition(definition, requested(cfg), update=args.update)
     print(f"{lock_path(definition)}: {len(lock.packages)} packages "
           f"({sum(p.size for p in lock.packages) / 1e6:.1f} MB)")
     return 0
