@@ -1,1 +1,2 @@
-"""The project's pytest plugins: `sandbox` (sandbox tier) and `vm`, `image` (VM tier)."""
+"""The project's pytest plugin (entry point `cimages`: `plugin.py`): the `sandbox` fixture
+(sandbox tier), `vm` (VM tier) and `image` (both), and the `image` marker."""

@@ -1,41 +1,37 @@
-"""The `sandbox` fixture: `sandbox(definition, env=None)` builds the image (once per
-session), starts its init in a fresh bubblewrap sandbox and returns the running
-`framework.sandbox.runner.Sandbox`. A relative definition path is resolved against the
-test file's directory. After the test every sandbox is killed (its whole PID namespace)
-and its files deleted; its output is printed so a failing test shows it."""
+"""The sandbox tier's fixture, `sandbox`: images started under bubblewrap, no root, no VM."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from framework.pytest_plugin.images import built, definition_path
 from framework.sandbox.image import start_image
 from framework.sandbox.runner import Sandbox
-
-_builds: dict[Path, Any] = {}
-
-
-def built(definition: Path) -> Any:
-    """The BuildResult of a definition, built once per test session."""
-    from framework.builder import build
-
-    if definition not in _builds:
-        _builds[definition] = build(definition)
-    return _builds[definition]
 
 
 @pytest.fixture
 def sandbox(request: pytest.FixtureRequest) -> Iterator[Callable[..., Sandbox]]:
+    """`sandbox("web")`: builds images/web.yaml (once per session), starts its init in a
+    fresh bubblewrap sandbox (no root, no VM) and returns the running Sandbox.
+
+    A name is NAME.yaml in the `cimages_images` folder (ini option, default `images`,
+    relative to the rootdir); a path (with a `/` or ending in `.yaml`, e.g.
+    `sandbox("images/web.yaml")`) is relative to the test file's folder. Optional: `env`
+    (added to the image's environment), `workdir` (an earlier sandbox's, to restart that
+    container with its files kept).
+    After the test every sandbox is killed (its whole PID namespace) and its files deleted;
+    its output is printed, so a failing test shows it.
+    """
     started: list[Sandbox] = []
     base = Path(request.path).parent
 
     def start(definition: str | Path, env: Mapping[str, str] | None = None,
               workdir: Path | None = None) -> Sandbox:
-        """`workdir`: an earlier sandbox's, to restart that container (its files kept)."""
-        box = start_image(built((base / definition).resolve()), env=env, workdir=workdir)
+        path = definition_path(request.config, definition, base=base)
+        box = start_image(built(path), env=env, workdir=workdir)
         started.append(box)
         return box
 

@@ -2,10 +2,10 @@
 
 `vm`: a `framework.vm.Machine` (Docker ready) restored from the cached booted snapshot for
 each test, on its first use, so every test starts from the same fresh state without a
-boot. `image(name)`: the BuildResult of images/NAME.yaml (or a definition path relative to
-the repository), built once per session. On failure the serial log, the dockerd log and
-every container's log are printed and attached to Allure; `--keep-vm` leaves the VM
-running and says how to attach. QEMU dies with pytest (PR_SET_PDEATHSIG) even when pytest is killed.
+boot. On failure the serial log, the dockerd log and every container's log are printed and
+attached to Allure; `--keep-vm` leaves the VM running and says how to attach. QEMU dies with
+pytest (PR_SET_PDEATHSIG) even when pytest is killed. (`image`, which builds what `vm` loads,
+is in `images.py`: the sandbox tier resolves names the same way.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,6 @@ import pytest
 
 from framework.vm.docker import Machine
 from framework.vm.machine import DEFAULT_MEMORY_MIB, VMRoot
-
-_builds: dict[Path, Any] = {}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,6 +44,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture(scope="session")
 def vm_accel(pytestconfig: pytest.Config, vm_root: VMRoot) -> str:
+    """The QEMU accelerator of the session: `--accel`, else KVM when a short probe boot
+    shows it works (nested KVM can hang), else TCG. The probe's answer is cached."""
     from framework.vm.accel import select_accel
 
     return select_accel(vm_root.kernel, pytestconfig.getoption("accel"))
@@ -53,6 +53,8 @@ def vm_accel(pytestconfig: pytest.Config, vm_root: VMRoot) -> str:
 
 @pytest.fixture(scope="session")
 def vm_root() -> VMRoot:
+    """The Docker host the VMs boot: framework/vm/docker-host.yaml built by the builder, its
+    kernel, initramfs and ext4 root disk, cached by digest under CIMAGES_CACHE."""
     from framework.vm.host import docker_host
 
     return docker_host()
@@ -60,6 +62,8 @@ def vm_root() -> VMRoot:
 
 @pytest.fixture(scope="session")
 def vm_snapshot(vm_root: VMRoot, vm_accel: str, pytestconfig: pytest.Config) -> Path:
+    """A VM state saved once Docker was ready, booted once and cached (per root disk,
+    accelerator and `--vm-memory`); every `vm` restores it instead of booting."""
     from framework.vm.snapshot import booted_snapshot
 
     return booted_snapshot(vm_root, vm_accel, pytestconfig.getoption("vm_memory"))
@@ -68,6 +72,12 @@ def vm_snapshot(vm_root: VMRoot, vm_accel: str, pytestconfig: pytest.Config) -> 
 @pytest.fixture
 def vm(request: pytest.FixtureRequest, vm_root: VMRoot, vm_accel: str, vm_snapshot: Path,
        tmp_path: Path) -> Iterator[Machine]:
+    """A QEMU VM with Docker ready (a `framework.vm.Machine`), restored from `vm_snapshot`
+    on first use: `succeed`, `wait_until_succeeds`, `load_image(image("web"))`,
+    `run_container(...)`, `docker_host` and the rest of the tier's contract. After the
+    test it is killed; a failed test gets its serial, dockerd and container logs printed
+    and attached to Allure (`--keep-vm` leaves it running and says how to attach).
+    """
     machine = Machine(vm_root, vm_accel, tmp_path / "vm", name=request.node.name[:60],
                       memory_mib=request.config.getoption("vm_memory"), snapshot=vm_snapshot)
     try:
@@ -141,19 +151,3 @@ def _keep(machine: Machine) -> None:
         print(message.replace("Press Enter", "(no terminal: stopping it now) Press Enter"),
               file=sys.stderr)
 
-
-@pytest.fixture(scope="session")
-def image(pytestconfig: pytest.Config) -> Callable[[str], Any]:
-    """`image("nginx")`: images/nginx.yaml built (or reused) by the builder."""
-    from framework.builder import build
-
-    repo = Path(pytestconfig.rootpath)
-
-    def get(name: str) -> Any:
-        is_path = os.sep in name or name.endswith(".yaml")
-        definition = (repo / name if is_path else repo / "images" / f"{name}.yaml").resolve()
-        if definition not in _builds:
-            _builds[definition] = build(definition)
-        return _builds[definition]
-
-    return get
