@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +24,35 @@ def test_committed_option_reference_is_current():
     assert (ROOT / "docs/options.md").read_text() == result.stdout, (
         "docs/options.md is stale: run `make docs`"
     )
+
+
+def test_version_is_the_installed_packages():
+    from importlib.metadata import version
+
+    result = cimages("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"cimages {version('cimages')}\n"
+
+
+def test_a_closed_pipe_ends_quietly():
+    # head reads one line and exits; cimages then writes into a pipe nobody reads.
+    done = subprocess.run(
+        f"{sys.executable} -m framework eval images/nginx.yaml --json | head -1; "
+        "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", cwd=ROOT,
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout == "{\n"
+    assert done.stderr == ""
+
+
+def test_build_json_and_digestfile(tmp_path):
+    digestfile = tmp_path / "digest"
+    result = cimages("build", "images/empty.yaml", "-o", str(tmp_path / "out"), "--json",
+                     "--digestfile", str(digestfile))
+    assert result.returncode == 0, result.stderr
+    built = json.loads(result.stdout)
+    assert built["references"] == ["empty:latest"]
+    assert digestfile.read_text() == built["digest"]
+    assert built["digest"].startswith("sha256:") and len(built["digest"]) == 71
+    assert Path(built["oci"], "index.json").is_file() and Path(built["archive"]).is_file()
+    assert built["layers"]["total"] == built["layers"]["written"] + built["layers"]["reused"]

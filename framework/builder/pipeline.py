@@ -204,7 +204,6 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     warnings = list(evaluation.warnings)
     image = cfg["image"]
     out_dir = Path(out_dir) if out_dir else Path.cwd() / "build" / image["name"].replace("/", "_")
-    out_dir.mkdir(parents=True, exist_ok=True)
     mtime = _epoch(image["created"])
     stats = _Stats()
 
@@ -242,6 +241,7 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
                                  "; ".join(image["run"])))
 
     ref = f"{image['name']}:{image['tag']}"
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed build leaves no folder
     config = image_config(cfg, layers, base.config if base else None)
     digest, paths, config_blob = write_layout(out_dir / "oci", config, layers, image["tag"])
     archive = out_dir / f"{image['name'].replace('/', '_')}.tar"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from framework.cli import build, ci_cell, evaluate, init, lock, matrix, options, report, vm
 from framework.errors import UserError
@@ -17,19 +19,34 @@ def parser() -> argparse.ArgumentParser:
         prog="cimages",
         description="Declarative container images: build, run in a sandbox, test in a VM.",
     )
+    top.add_argument("--version", action="version", version=f"cimages {_version()}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
     return top
 
 
+def _version() -> str:
+    try:
+        return version("cimages")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()
+        return code
     except UserError as err:
         print(f"cimages: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("cimages: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `cimages ... | head`: the reader is gone, which is not an error of ours. Python
+        # would complain once more while flushing stdout at exit; point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

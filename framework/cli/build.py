@@ -1,11 +1,14 @@
-"""`cimages build FILE [-o DIR] [--frozen]`: an OCI layout and a docker-archive."""
+"""`cimages build FILE [-o DIR] [--frozen] [--json] [--digestfile F]`: an OCI layout and a
+docker-archive."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from framework.atomic import write_atomic
 from framework.builder import build
 
 
@@ -15,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("-o", "--out", type=Path, help="output directory (default build/NAME)")
     cmd.add_argument("--frozen", action="store_true",
                      help="never resolve packages: fail unless the lock file matches")
+    cmd.add_argument("--json", action="store_true",
+                     help="print the result as JSON (digest, tags, paths, layer counts)")
+    cmd.add_argument("--digestfile", type=Path, metavar="FILE",
+                     help="write the manifest digest to FILE, as skopeo and docker do")
     cmd.set_defaults(run=run)
 
 
@@ -22,6 +29,20 @@ def run(args: argparse.Namespace) -> int:
     result = build(args.file, args.out, frozen=args.frozen)
     for warning in result.warnings:
         print(f"cimages: warning: {warning}", file=sys.stderr)
+    if args.digestfile:
+        write_atomic(args.digestfile, result.digest)
+    if args.json:
+        print(json.dumps({
+            "name": result.name, "tag": result.tag, "digest": result.digest,
+            "references": [f"{result.name}:{result.tag}"],
+            "oci": str(result.oci_dir), "archive": str(result.archive),
+            "sbom": str(result.sbom), "lock": str(result.lock_path),
+            "layers": {"total": len(result.layers), "written": result.written_layers,
+                       "reused": result.reused_layers},
+            "size": result.size, "seconds": round(result.seconds, 3),
+            "warnings": result.warnings,
+        }, indent=2))
+        return 0
     print(f"{result.name}:{result.tag}")
     print(f"digest:  {result.digest}")
     print(f"layers:  {len(result.layers)} ({result.written_layers} written, "
