@@ -109,3 +109,43 @@ def test_unknown_option_path_on_the_command_line(write, capsys):
 
 def test_missing_file(tmp_path, capsys):
     assert_user_error(capsys, tmp_path / "absent.yaml", r"absent\.yaml: no such file")
+
+
+ETC_RULE = "a path relative to /etc"
+
+
+# Names that become file names, shell words or /etc/passwd fields: each probe that once
+# built (and injected commands, accounts or files outside /etc) is refused at evaluation.
+@pytest.mark.parametrize(("body", "option", "rule"), [
+    ('s6: {services: {"x$(touch /tmp/p)": {script: "true"}}}', "s6.services", "a service name"),
+    ('s6: {services: {"a\\nb": {script: "true"}}}', "s6.services", "a service name"),
+    ('s6: {services: {"two words": {script: "true"}}}', "s6.services", "a service name"),
+    ('s6: {services: {"../../x": {script: "true"}}}', "s6.services", "a service name"),
+    ('systemd: {services: {"a;b": {script: "true"}}}', "systemd.services", "a service name"),
+    ('users: {users: {"evil:x:0:0::/:/bin/sh": {}}}', "users.users", "an account name"),
+    ('users: {groups: {"Root\\n": {}}}', "users.groups", "an account name"),
+    ('environment: {etc: {"../../tmp/pwned": {text: x}}}', "environment.etc", ETC_RULE),
+    ('environment: {etc: {"../usr/bin/evil": {text: x, mode: "4755"}}}', "environment.etc",
+     ETC_RULE),
+    ('environment: {etc: {"/etc/passwd": {text: x}}}', "environment.etc", ETC_RULE),
+    ('environment: {etc: {"a/./b": {text: x}}}', "environment.etc", ETC_RULE),
+    ('s6: {services: {a: {script: "true", environment: {"X;Y": v}}}}', "s6.services.a.environment",
+     "an environment variable name"),
+])
+def test_a_name_that_would_escape_is_refused(write, capsys, body, option, rule):
+    path = write("probe.yaml", f"image: {{name: probe}}\n{body}\n")
+    err = assert_user_error(capsys, path, re.escape(f"under `{option}` is not {rule}"))
+    assert "(e.g. " in err  # the rule comes with a valid example
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("description", '"x\\nroot2::0:0::/root:/bin/sh"'),
+    ("description", '"a:b"'),
+    ("home", '"/home/a:0:0"'),
+    ("shell", '"/bin/sh\\nx"'),
+    ("group", '"wheel:x"'),
+])
+def test_account_fields_cannot_add_passwd_lines(write, capsys, field, value):
+    path = write("acct.yaml", f"image: {{name: acct}}\nusers: {{users: {{alice: {{{field}: "
+                              f"{value}}}}}}}\n")
+    assert_user_error(capsys, path, re.escape(f"option `users.users.alice.{field}` expects"))

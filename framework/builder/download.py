@@ -75,16 +75,22 @@ def _fetch_once(package: LockedPackage, progress: Progress) -> bool:
         return False
     except _Gone:
         pass
-    for url in _snapshot_urls(package):
-        try:
-            _download_verified(url, package, progress)
-            return True
-        except _Gone:
-            continue
+    # The snapshot service is the last resort: when it cannot be reached, the error is
+    # still that the archive lost the version, which `lock --update` fixes.
+    try:
+        for url in _snapshot_urls(package):
+            try:
+                _download_verified(url, package, progress)
+                return True
+            except _Gone:
+                continue
+        why = "does not have it either"
+    except _Transient as err:
+        why = f"could not be reached ({err.__cause__})"
     raise UserError(
         f"{package.name} {package.version} is gone from the Debian archive ({package.url} "
-        f"answers 404) and {snapshot_url()} does not have it either: the lock pins a "
-        "superseded version; run `cimages lock --update FILE` to pin the current one"
+        f"answers 404) and {snapshot_url()} {why}: the lock pins a superseded version; run "
+        "`cimages lock --update FILE` to pin the current one"
     )
 
 

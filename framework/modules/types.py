@@ -123,7 +123,32 @@ bool_ = Scalar("a boolean (true or false)", lambda v: isinstance(v, bool))
 path = Scalar("a path", _is_str, _resolve_path)
 package = string(r"[a-z0-9][a-z0-9+.\-]+(:[a-z0-9]+)?", "a Debian package name (e.g. nginx)")
 port = integer(1, 65535)
-absolute_path = string(r"/.*", "an absolute path inside the image (e.g. /srv)")
+absolute_path = string(r"/[^\x00-\x1f\x7f]*",
+                       "an absolute path inside the image, without control characters (e.g. /srv)")
+
+# Names that become file names, shell words or /etc/passwd fields. Each rule says what it
+# allows and gives a valid example, so a refused name tells its own fix.
+service_name = string(
+    r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}",
+    "a service name: up to 64 letters, digits, `_ . @ -`, not starting with `.` or `-` "
+    "(e.g. web-1)")
+account_name = string(
+    r"[a-z_][a-z0-9_-]{0,31}",
+    "an account name as useradd accepts it: up to 32 lowercase letters, digits, `_ -`, "
+    "starting with a letter or `_` (e.g. alice)")
+account_field = string(r"[^:\x00-\x1f\x7f]*",
+                       "text without `:` or control characters such as line breaks "
+                       "(e.g. Alice Liddell)")
+account_path = string(r"/[^:\x00-\x1f\x7f]*",
+                      "an absolute path without `:` or control characters (e.g. /home/alice)")
+env_name = string(r"[A-Za-z_][A-Za-z0-9_]{0,127}",
+                  "an environment variable name: letters, digits and `_`, not starting with a "
+                  "digit (e.g. HTTP_PORT)")
+# Relative to /etc and already normal: no `.`/`..`/empty components, so the path cannot
+# leave /etc, and no control characters or backslashes.
+etc_path = string(
+    r"(?!\.\.?(/|$))[^/\x00-\x1f\x7f\\]+(/(?!\.\.?(/|$))[^/\x00-\x1f\x7f\\]+)*",
+    "a path relative to /etc without `.`, `..` or empty components (e.g. nginx/nginx.conf)")
 
 
 @dataclass
@@ -183,6 +208,7 @@ def _mapping_defs(path: str, defs: list[Node], expected: str) -> list[Node]:
 @dataclass
 class AttrsOf(OptionType):
     elem: OptionType
+    key: Scalar | None = None  # the rule every attribute name follows, when it has one
 
     @property
     def description(self) -> str:  # type: ignore[override]
@@ -193,6 +219,9 @@ class AttrsOf(OptionType):
         keys: dict[str, list[Node]] = {}
         for node in defs:
             for key, child in node.value.items():
+                if self.key is not None and not self.key.check(key):
+                    raise UserError(f"{child.loc}: the name {key!r} under `{path}` is not "
+                                    f"{self.key.description}")
                 keys.setdefault(key, []).append(child)
         return {key: self.elem.merge(join(path, key), children) for key, children in keys.items()}
 
@@ -249,8 +278,8 @@ def list_of(elem: OptionType) -> ListOf:
     return ListOf(elem)
 
 
-def attrs_of(elem: OptionType) -> AttrsOf:
-    return AttrsOf(elem)
+def attrs_of(elem: OptionType, key: Scalar | None = None) -> AttrsOf:
+    return AttrsOf(elem, key)
 
 
 def null_or(inner: OptionType) -> NullOr:

@@ -38,7 +38,8 @@ MODULE = Module(
                 ["hello"],
             ),
             "etc": option(
-                t.attrs_of(ETC_FILE), {}, "Files under /etc, by path relative to /etc.",
+                t.attrs_of(ETC_FILE, t.etc_path), {},
+                "Files under /etc, by path relative to /etc.",
                 {"motd": {"text": "hi\n", "mode": "0644"}},
             ),
         }

@@ -40,7 +40,7 @@ MODULE = Module(
             ),
             "cmd": option(t.null_or(t.list_of(t.str_)), None, "Default arguments.", ["-g"]),
             "env": option(
-                t.attrs_of(t.str_), {}, "Environment variables of the image config.",
+                t.attrs_of(t.str_, t.env_name), {}, "Environment variables of the image config.",
                 {"KEY": "value"},
             ),
             "workingDir": option(t.null_or(t.absolute_path), None, "Working directory.", "/srv"),

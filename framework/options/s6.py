@@ -21,14 +21,15 @@ SERVICE = t.submodule(
                             "nginx -g 'daemon off;'"),
         "script": option(t.null_or(t.str_), None, "Shell text to run (instead of execStart).",
                          "echo hello"),
-        "after": option(t.list_of(t.str_), [], "Services this one starts after.", ["setup"]),
+        "after": option(t.list_of(t.service_name), [], "Services this one starts after.",
+                        ["setup"]),
         "restartOnFailure": option(t.bool_, False,
                                    "Restart a long-run that exits non-zero instead of "
                                    "stopping the container."),
-        "user": option(t.null_or(t.str_), None, "Run as this user.", "nginx"),
+        "user": option(t.null_or(t.account_name), None, "Run as this user.", "nginx"),
         "workingDirectory": option(t.null_or(t.absolute_path), None, "Working directory.",
                                    "/srv"),
-        "environment": option(t.attrs_of(t.str_), {}, "Variables added to the caller's "
+        "environment": option(t.attrs_of(t.str_, t.env_name), {}, "Variables added to the caller's "
                               "environment.", {"KEY": "value"}),
         "path": option(t.list_of(t.package), [], "Packages whose bin directories join PATH "
                        "(and are added to the image).", ["curl"]),
@@ -59,7 +60,7 @@ MODULE = Module(
     source=__file__,
     options={
         "s6": {
-            "services": option(t.attrs_of(SERVICE), {}, "Services of the s6 init.",
+            "services": option(t.attrs_of(SERVICE, t.service_name), {}, "Services of the s6 init.",
                                {"web": {"execStart": "python3 -m http.server 8000"}}),
         }
     },

@@ -18,8 +18,8 @@ SERVICE_CONFIG = t.submodule(
         "ExecStart": option(t.null_or(t.str_), None, "Main command (a leading `@` is "
                             "handled as systemd does).", "/usr/bin/env"),
         "ExecStartPre": option(t.null_or(STR_OR_LIST), None, "Commands run first."),
-        "User": option(t.null_or(t.str_), None, "Run as this user."),
-        "Group": option(t.null_or(t.str_), None, "Run with this group."),
+        "User": option(t.null_or(t.account_name), None, "Run as this user."),
+        "Group": option(t.null_or(t.account_name), None, "Run with this group."),
         "WorkingDirectory": option(t.null_or(t.absolute_path), None, "Working directory."),
         "Restart": option(
             t.enum("no", "always", "on-failure", "on-success", "on-abnormal", "on-abort",
@@ -37,10 +37,10 @@ SERVICE = t.submodule(
         "script": option(t.null_or(t.str_), None, "Shell text of the main process."),
         "preStart": option(t.null_or(t.str_), None, "Shell text run before the main process."),
         "serviceConfig": option(SERVICE_CONFIG, {}, "The [Service] section subset."),
-        "environment": option(t.attrs_of(t.str_), {}, "Environment variables."),
+        "environment": option(t.attrs_of(t.str_, t.env_name), {}, "Environment variables."),
         "path": option(t.list_of(t.package), [], "Packages whose bin directories join PATH "
                        "(after coreutils, findutils, grep and sed, as in NixOS)."),
-        "after": option(t.list_of(t.str_), [], "Ordering among oneshots (.service suffix "
+        "after": option(t.list_of(t.service_name), [], "Ordering among oneshots (.service suffix "
                         "optional)."),
         "wantedBy": option(t.list_of(t.str_), [], "Accepted for compatibility; every enabled "
                            "service starts."),
@@ -65,7 +65,8 @@ MODULE = Module(
     source=__file__,
     options={
         "systemd": {
-            "services": option(t.attrs_of(SERVICE), {}, "systemd services (translated to s6).",
+            "services": option(t.attrs_of(SERVICE, t.service_name), {},
+                               "systemd services (translated to s6).",
                                {"hello": {"script": "echo hello", "serviceConfig":
                                           {"Type": "oneshot"}}}),
         }

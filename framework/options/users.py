@@ -7,19 +7,19 @@ USER = t.submodule(
     {
         "uid": option(t.null_or(t.integer(0, 2**31 - 1)), None,
                       "User id; allocated deterministically when null."),
-        "group": option(t.null_or(t.str_), None,
+        "group": option(t.null_or(t.account_name), None,
                         "Primary group; null: `users` for normal users, else a group named "
                         "after the user."),
-        "extraGroups": option(t.list_of(t.str_), [], "Supplementary groups.", ["wheel"]),
-        "home": option(t.null_or(t.absolute_path), None,
+        "extraGroups": option(t.list_of(t.account_name), [], "Supplementary groups.", ["wheel"]),
+        "home": option(t.null_or(t.account_path), None,
                        "Home directory; null: /home/NAME for normal users, else /var/empty."),
         "createHome": option(t.bool_, False, "Create the home directory, owned by the user "
                              "(always done for normal users)."),
-        "shell": option(t.null_or(t.absolute_path), None,
+        "shell": option(t.null_or(t.account_path), None,
                         "Login shell; null: /bin/sh for normal users, else /usr/sbin/nologin."),
         "isNormalUser": option(t.bool_, False, "A person: uid from 1000, home, shell."),
         "isSystemUser": option(t.bool_, False, "A daemon account: uid below 1000."),
-        "description": option(t.str_, "", "The GECOS field.", "Alice Liddell"),
+        "description": option(t.account_field, "", "The GECOS field.", "Alice Liddell"),
     }
 )
 
@@ -27,7 +27,8 @@ GROUP = t.submodule(
     {
         "gid": option(t.null_or(t.integer(0, 2**31 - 1)), None,
                       "Group id; allocated deterministically when null."),
-        "members": option(t.list_of(t.str_), [], "Users in the group besides those naming it."),
+        "members": option(t.list_of(t.account_name), [],
+                          "Users in the group besides those naming it."),
     }
 )
 
@@ -36,9 +37,10 @@ MODULE = Module(
     source=__file__,
     options={
         "users": {
-            "users": option(t.attrs_of(USER), {}, "User accounts.",
+            "users": option(t.attrs_of(USER, t.account_name), {}, "User accounts.",
                             {"alice": {"isNormalUser": True}}),
-            "groups": option(t.attrs_of(GROUP), {}, "Groups.", {"web": {"gid": 800}}),
+            "groups": option(t.attrs_of(GROUP, t.account_name), {}, "Groups.",
+                             {"web": {"gid": 800}}),
         }
     },
 )

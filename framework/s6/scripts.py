@@ -164,8 +164,8 @@ def stage2(plan: Plan) -> str:
     # Wait until s6-svscan (started right after us) listens on its control pipe.
     lines.append("until /usr/bin/s6-svscanctl -a \"$S6_STATE/scan\" 2>/dev/null; do "
                  "stopping && exit 0; $bb sleep 0.01; done")
-    lines += [f"run_oneshot {s.name} || exit 0" for s in plan.pre]
-    names = " ".join(s.name for s in plan.long_runs)
+    lines += [f"run_oneshot {quote(s.name)} || exit 0" for s in plan.pre]
+    names = " ".join(quote(s.name) for s in plan.long_runs)
     if plan.long_runs:
         lines += [
             "stopping && exit 0",
@@ -179,8 +179,8 @@ def stage2(plan: Plan) -> str:
     for post in plan.post:
         awaited = [a for a in post.after if a in notifying]
         if awaited:
-            lines.append(f"wait_for -U {' '.join(awaited)} || exit 0")
-        lines.append(f"run_oneshot {post.name} || exit 0")
+            lines.append(f"wait_for -U {' '.join(map(quote, awaited))} || exit 0")
+        lines.append(f"run_oneshot {quote(post.name)} || exit 0")
     if plan.long_runs:
         lines.append('say "all services started"')
     else:
@@ -276,18 +276,18 @@ def status(plan: Plan) -> str:
     for service in plan.long_runs:
         ready = "'true true'" if notifies(service) else "'true true'|'true false'"
         lines += [
-            f"case $(/usr/bin/s6-svstat -o up,ready \"$state/scan/{service.name}\" "
+            f"case $(/usr/bin/s6-svstat -o up,ready \"$state/scan/\"{quote(service.name)} "
             "2>/dev/null) in",
-            f"    {ready}) echo '{service.name} long-run ready' ;;",
-            f"    'true false') echo '{service.name} long-run up'; healthy=1 ;;",
-            f"    *) echo '{service.name} long-run down'; healthy=1 ;;",
+            f"    {ready}) echo {quote(service.name + ' long-run ready')} ;;",
+            f"    'true false') echo {quote(service.name + ' long-run up')}; healthy=1 ;;",
+            f"    *) echo {quote(service.name + ' long-run down')}; healthy=1 ;;",
             "esac",
         ]
     for service in [*plan.pre, *plan.post]:
         lines += [
-            f"read -r result < \"$state/oneshots/{service.name}\" 2>/dev/null || "
+            f"read -r result < \"$state/oneshots/\"{quote(service.name)} 2>/dev/null || "
             "result=pending",
-            f"echo \"{service.name} {service.type} $result\"",
+            f"echo {quote(f'{service.name} {service.type}')} \"$result\"",
             '[ "$result" = done ] || healthy=1',
         ]
     lines.append("exit $healthy")
