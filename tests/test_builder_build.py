@@ -1,5 +1,6 @@
 """The builder end to end: real .debs from Debian's archive, real skopeo and bubblewrap."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -290,3 +291,54 @@ def test_a_virtual_package_is_refused_with_its_providers(tmp_path):
     assert done.returncode == 2
     assert "virtual Debian package `awk` (provided by: gawk, mawk" in done.stderr
     assert not definition.with_suffix(".lock").exists()
+
+
+def test_a_lock_hash_that_is_not_a_digest_is_refused(tmp_path):
+    definition = hello_variant(tmp_path, lock_edit=edit_hello(sha256="../../x"))
+    done = cimages("build", str(definition), "-o", str(tmp_path / "out"),
+                   env={"CIMAGES_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 2
+    assert "package 'hello': sha256 '../../x' is not 64 hex digits" in done.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x.deb").exists()
+
+
+def test_a_base_layout_naming_a_path_as_digest_is_refused(hello, tmp_path):
+    layout = tmp_path / "layout"
+    shutil.copytree(hello.oci_dir, layout)
+    blobs = layout / "blobs" / "sha256"
+    index = json.loads((layout / "index.json").read_text())
+    manifest_path = blobs / index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads(manifest_path.read_text())
+    manifest["layers"][0]["digest"] = "sha256:../../../../etc/passwd"
+    manifest_path.write_text(json.dumps(manifest))  # the manifest no longer hashes to its name
+    definition = hello_variant(tmp_path, {"image": {"from": str(layout)}})
+    done = cimages("build", str(definition), "-o", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr
+    assert "does not hash to its name" in done.stderr
+    # Even with a manifest that hashes right, the layer digest is refused before use.
+    data = json.dumps(manifest).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / digest).write_bytes(data)
+    index["manifests"][0]["digest"] = f"sha256:{digest}"
+    (layout / "index.json").write_text(json.dumps(index))
+    done = cimages("build", str(definition), "-o", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr
+    assert "'sha256:../../../../etc/passwd' is not a sha256 digest" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_swapped_cached_deb_is_fetched_again(tmp_path):
+    cache = tmp_path / "cache"
+    env = {"CIMAGES_CACHE": str(cache)}
+    first = cimages("build", str(HELLO), "--frozen", "-o", str(tmp_path / "a"), env=env)
+    assert first.returncode == 0, first.stderr
+    lock = yaml.safe_load(HELLO.with_suffix(".lock").read_text())
+    sha = {p["name"]: p["sha256"] for p in lock["packages"]}
+    debs = cache / "debs"
+    # Another valid .deb in hello's place, and no cached layers: the unpack must notice.
+    shutil.copy(debs / f"{sha['gcc-12-base']}.deb", debs / f"{sha['hello']}.deb")
+    shutil.rmtree(cache / "layers")
+    again = cimages("build", str(HELLO), "--frozen", "-o", str(tmp_path / "b"), env=env)
+    assert again.returncode == 0, again.stderr
+    assert "cached .debs of hello do not match the lock's sha256" in again.stderr
+    assert first.stdout.splitlines()[1] == again.stdout.splitlines()[1]  # the same digest

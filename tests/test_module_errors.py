@@ -149,3 +149,20 @@ def test_account_fields_cannot_add_passwd_lines(write, capsys, field, value):
     path = write("acct.yaml", f"image: {{name: acct}}\nusers: {{users: {{alice: {{{field}: "
                               f"{value}}}}}}}\n")
     assert_user_error(capsys, path, re.escape(f"option `users.users.alice.{field}` expects"))
+
+
+def test_an_alias_bomb_is_bounded(write, capsys):
+    lines = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 9):
+        lines.append(f"{chr(97 + level)}: &{chr(97 + level)} [" +
+                     ", ".join([f"*{chr(96 + level)}"] * 9) + "]")
+    path = write("bomb.yaml", "image: {name: bomb}\nbomb:\n" +
+                 "\n".join("  " + line for line in lines) + "\n")
+    assert len(path.read_bytes()) < 1000
+    assert_user_error(capsys, path, r"expands to over 100000 values")
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"image: {name: caf\xe9}\n")
+    assert_user_error(capsys, path, r"latin1\.yaml: not UTF-8 text \(byte 0xe9 at offset 17\)")

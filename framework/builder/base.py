@@ -14,6 +14,7 @@ from typing import Any
 
 from framework.builder.layercache import blob_dir
 from framework.builder.oci import LAYER_GZIP, LAYER_TAR, ImageLayer
+from framework.digests import is_digest, verified_blob
 from framework.errors import UserError
 
 
@@ -30,14 +31,27 @@ def _history(config: dict[str, Any], count: int, ref: str) -> list[str]:
 
 
 def _from_layout(path: Path) -> BaseImage:
+    """Every blob is checked against its digest before it is read or reused: the layout is
+    input like any other, and a digest is only a path once it is a digest."""
     blobs = path / "blobs" / "sha256"
-    index = json.loads((path / "index.json").read_text())
-    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":")[1]).read_text())
-    config = json.loads((blobs / manifest["config"]["digest"].split(":")[1]).read_text())
-    diff_ids = config["rootfs"]["diff_ids"]
-    history = _history(config, len(diff_ids), str(path))
-    layers = [ImageLayer(d["digest"], diff_ids[i], d["size"], blobs / d["digest"].split(":")[1],
-                         d["mediaType"], history[i]) for i, d in enumerate(manifest["layers"])]
+    where = f"image.from {path}"
+    try:
+        index = json.loads((path / "index.json").read_text())
+        manifest = json.loads(verified_blob(blobs, index["manifests"][0]["digest"],
+                                            where).read_text())
+        config = json.loads(verified_blob(blobs, manifest["config"]["digest"],
+                                          where).read_text())
+        diff_ids = config["rootfs"]["diff_ids"]
+        if len(diff_ids) != len(manifest["layers"]) or not all(map(is_digest, diff_ids)):
+            raise UserError(f"{where}: the config's rootfs.diff_ids do not match the "
+                            "manifest's layers; the layout is corrupt: build it again")
+        history = _history(config, len(diff_ids), str(path))
+        layers = [ImageLayer(d["digest"], diff_ids[i], int(d["size"]),
+                             verified_blob(blobs, d["digest"], where), d["mediaType"],
+                             history[i]) for i, d in enumerate(manifest["layers"])]
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise UserError(f"{where}: not a valid OCI image layout ({type(err).__name__}: {err}); "
+                        "give a layout written by cimages, skopeo or buildah") from err
     return BaseImage(layers, config)
 
 

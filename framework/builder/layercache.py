@@ -17,6 +17,7 @@ from typing import Any
 from framework.atomic import write_atomic
 from framework.builder.layer import LayerBlob
 from framework.cache import cache_dir
+from framework.digests import is_digest
 
 # Bump when the bytes of a layer for the same inputs change (tar or path rules).
 BUILDER_VERSION = 3
@@ -40,8 +41,11 @@ def lookup(key: str) -> LayerBlob | None:
     if not record.is_file():
         return None
     data = json.loads(record.read_text())
+    # A record whose digest is not one (a damaged cache) is a miss, never a path.
+    if not is_digest(data.get("digest")):
+        return None
     path = blob_dir() / data["digest"].split(":", 1)[1]
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size != data["size"]:
         return None
     return LayerBlob(data["digest"], data["diff_id"], data["size"], path)
 

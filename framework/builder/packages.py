@@ -12,6 +12,7 @@ from typing import Any
 
 from framework.builder import layercache
 from framework.builder.deb import control_files
+from framework.builder.download import reverify
 from framework.builder.layer import Entry, LayerBlob, write_layer
 from framework.builder.lockfile import LockedPackage
 from framework.builder.progress import Progress
@@ -86,6 +87,7 @@ def package_layers(groups: list[list[LockedPackage]], debs: dict[str, Path], ids
     # the GIL. A single miss (the usual rebuild) is not worth a worker.
     misses = sorted((i for i in range(len(groups)) if i not in built),
                     key=lambda i: -sum(p.installedSize for p in groups[i]))
+    reverify([p for i in misses for p in groups[i]])
     if len(misses) == 1:
         built[misses[0]] = _write_package_layer(groups[misses[0]], debs, ids, mtime)
     elif misses:

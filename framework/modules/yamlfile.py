@@ -9,6 +9,11 @@ import yaml
 from framework.errors import UserError
 from framework.modules.nodes import NORMAL, PRIORITY_TAGS, Loc, Node
 
+# A definition is a page of options. Bounds keep a hostile one small: a few hundred bytes
+# of nested aliases ("billion laughs") would otherwise expand into gigabytes.
+MAX_BYTES = 1 << 20
+MAX_NODES = 100_000
+
 
 def _loc(file: str, node: yaml.Node) -> Loc:
     return Loc(file, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -17,12 +22,18 @@ def _loc(file: str, node: yaml.Node) -> Loc:
 class _Converter:
     def __init__(self, file: str) -> None:
         self.file = file
+        self.nodes = 0
         # A SafeLoader gives YAML 1.1's implicit scalar types (true, 12, 0.5, null) and its
         # constructors, so a scalar keeps the type it would have with yaml.safe_load.
         self.loader = yaml.SafeLoader("")
 
     def convert(self, node: yaml.Node, inherited: int = NORMAL) -> Node:
         loc = _loc(self.file, node)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise UserError(
+                f"{loc}: the definition expands to over {MAX_NODES} values (YAML aliases "
+                "repeat what they point to); write the values out or split the module")
         priority = inherited
         tag = node.tag
         if tag in PRIORITY_TAGS:
@@ -65,7 +76,14 @@ def load_module_file(path: Path) -> Node:
     """Parse one definition file. Errors name file:line:col."""
     display = str(path)
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_BYTES:
+            raise UserError(f"{display}: {path.stat().st_size} bytes, over the {MAX_BYTES} a "
+                            "definition may have; split it into modules with `imports:`")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = err.object[err.start]
+        raise UserError(f"{display}: not UTF-8 text (byte {bad:#04x} at offset {err.start}); "
+                        "save the file as UTF-8") from None
     except FileNotFoundError:
         raise UserError(f"{display}: no such file; check the path") from None
     except OSError as err:
