@@ -118,3 +118,19 @@ def test_preservePATH(sandbox):
     path = "/opt/custom/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     box = sandbox("images/env.yaml", env={"PATH": path})
     box.wait_for_log(rf"^printer: .* path=(.*:)?{re.escape(path)}$")
+
+
+def test_readiness_of_long_runs_with_their_own_user(sandbox):
+    """TCP port (a real memcached as `memcache`, in its working directory), file and
+    notification-fd readiness all work for a long-run with `user`."""
+    box = sandbox("images/readiness-as-user.yaml")
+    box.wait_for_log(r"^check: ready$", timeout=20)
+    log = box.logs()
+    assert "s6-notifyoncheck" not in log, log
+    assert re.search(r"^check: STAT pid \d+", log, re.MULTILINE), log
+    pid = box.succeed("busybox pidof memcached").strip()
+    assert box.succeed(f"stat -c %U /proc/{pid}") == "memcache\n"
+    assert box.succeed(f"readlink /proc/{pid}/cwd") == "/var/lib/memcache\n"
+    for name in ("memcached", "marker", "notifier"):
+        assert box.service_status(name) == "ready"
+    assert box.service_status("check") == "done"

@@ -166,3 +166,16 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path, capsys):
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"image: {name: caf\xe9}\n")
     assert_user_error(capsys, path, r"latin1\.yaml: not UTF-8 text \(byte 0xe9 at offset 17\)")
+
+
+@pytest.mark.parametrize("source", ["/etc/shadow", "../../etc/shadow", "a/../../x"])
+def test_an_etc_source_outside_the_definitions_folder_is_refused(write, capsys, source):
+    path = write("src.yaml", f"image: {{name: src}}\nenvironment: {{etc: {{x: {{source: "
+                             f"'{source}'}}}}}}\n")
+    assert_user_error(capsys, path, r"expects a path relative to the module.*copy a host file")
+
+
+def test_an_etc_source_symlink_out_of_the_folder_is_refused(write, capsys, tmp_path):
+    (tmp_path / "motd").symlink_to("/etc/hostname")
+    path = write("link.yaml", "image: {name: link}\nenvironment: {etc: {motd: {source: ./motd}}}\n")
+    assert_user_error(capsys, path, r"leads to /etc/hostname, outside .*through a symlink")

@@ -121,6 +121,24 @@ int_ = integer()
 bool_ = Scalar("a boolean (true or false)", lambda v: isinstance(v, bool))
 # A host path; relative paths are resolved against the file that wrote them, as Nix does.
 path = Scalar("a path", _is_str, _resolve_path)
+
+
+def _module_file(node: Node) -> str:
+    base = Path(node.loc.file).parent.resolve()
+    target = (base / node.value).resolve()
+    if not target.is_relative_to(base):
+        raise UserError(f"{node.loc}: {node.value!r} leads to {target}, outside {base} (through "
+                        "a symlink); copy the file itself next to the definition")
+    return str(target)
+
+
+# A file an image copies in: only what sits beside the definition, so a definition cannot
+# take the host's /etc/shadow or ~/.ssh into an image (symlinks are followed and checked).
+module_file = Scalar(
+    "a path relative to the module, without `..` (e.g. ./motd); copy a host file next to the "
+    "definition rather than naming it",
+    lambda v: isinstance(v, str) and bool(v) and not Path(v).is_absolute()
+    and ".." not in Path(v).parts, _module_file)
 package = string(r"[a-z0-9][a-z0-9+.\-]+(:[a-z0-9]+)?", "a Debian package name (e.g. nginx)")
 port = integer(1, 65535)
 absolute_path = string(r"/[^\x00-\x1f\x7f]*",

@@ -7,7 +7,8 @@ ETC_FILE = t.submodule(
     {
         "enable": option(t.bool_, True, "Whether the file is created."),
         "text": option(t.null_or(t.str_), None, "The file's content.", "nameserver 127.0.0.1\n"),
-        "source": option(t.null_or(t.path), None, "A file to copy (relative to the module).",
+        "source": option(t.null_or(t.module_file), None,
+                         "A file to copy, beside the module (a relative path).",
                          "./motd"),
         "mode": option(t.string(r"0?[0-7]{3,4}", "an octal mode like 0644"), "0644",
                        "Permission bits (octal)."),

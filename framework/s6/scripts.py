@@ -202,8 +202,13 @@ def run(service: Service, check: str | None) -> str:
     """The service's `run`: environment, directory, user, then its command."""
     lines = [SHEBANG.rstrip(), f"# {service.type} {service.name}", "exec 2>&1",
              *_environment(service)]
+    command = service.command
+    flags = "-c" if command.startswith("exec ") else "-e -c"
     if service.working_directory:
-        lines.append(f"cd {quote(service.working_directory)} || exit {INIT_ERROR}")
+        # Inside the command, not before it: s6-notifyoncheck finds s6-supervise through
+        # the service directory it starts in, and the directory is entered as the service's
+        # user, as systemd does.
+        command = f"cd {quote(service.working_directory)} || exit {INIT_ERROR}\n{command}"
     prefix = []
     if check:
         # s6-notifyoncheck polls the check and tells s6-supervise (fd 3) when it passes.
@@ -213,8 +218,7 @@ def run(service: Service, check: str | None) -> str:
         prefix += ["/usr/bin/s6-setuidgid", quote(service.user)]
     # bash, as NixOS runs `script`: busybox's sh would prefer its own applets to the
     # image's programs (its `sed` over GNU sed).
-    flags = "-c" if service.command.startswith("exec ") else "-e -c"
-    lines.append(" ".join(["exec", *prefix, "/bin/bash", flags, quote(service.command)]))
+    lines.append(" ".join(["exec", *prefix, "/bin/bash", flags, quote(command)]))
     return "\n".join(lines) + "\n"
 
 
