@@ -45,3 +45,20 @@ def test_user_group_working_directory_environment_and_argv0(sandbox):
 def test_group_applies_without_a_user_service_in_the_image(sandbox):
     box = sandbox("images/systemd-group.yaml")
     box.wait_for_log(r"^grouped: grouped user=svc group=staff$")
+
+
+def test_type_notify_is_ready_when_the_daemon_says_so(sandbox):
+    """A real sd_notify daemon (redis-server as `redis`) and a hand-made notifier whose
+    READY=1 comes in a second datagram, after a delay: each oneshot after them starts only
+    then."""
+    box = sandbox("images/sd-notify.yaml")
+    box.wait_for_log(r"^ping: PONG$", timeout=30)
+    box.wait_for_log(r"^after-notifier: the notifier is ready$", timeout=30)
+    log = box.logs()
+    ready = log.index("Ready to accept connections")
+    assert ready < log.index("ping: PONG")
+    assert box.succeed("cat /run/s6/services/slow-notifier/notify.log") == (
+        "STATUS=warming up\nSTATUS=nearly\nREADY=1\n")
+    assert box.service_status("redis") == "ready"
+    assert box.service_status("slow-notifier") == "ready"
+    assert box.succeed("busybox ps -o user,args | grep '[r]edis-server'").split()[0] == "redis"

@@ -195,7 +195,6 @@ def make_deb(directory: Path, name: str, content: bytes) -> Path:
 
 
 def test_a_file_shipped_by_two_packages_names_both(tmp_path):
-    import hashlib
     cache = tmp_path / "cache"
     (cache / "debs").mkdir(parents=True)
     packages = []
@@ -205,7 +204,8 @@ def test_a_file_shipped_by_two_packages_names_both(tmp_path):
         shutil.copy(deb, cache / "debs" / f"{sha}.deb")
         packages.append({"name": name, "version": "1.0", "architecture": "all", "sha256": sha,
                          "size": deb.stat().st_size, "installedSize": 1,
-                         "url": f"file://{deb}", "depends": []})
+                         # Never fetched: the .debs are in the cache already.
+                         "url": f"http://localhost/{deb.name}", "depends": []})
     definition = tmp_path / "two.yaml"
     definition.write_text("image: {name: two}\n"
                           "environment: {systemPackages: [pkg-one, pkg-two]}\n")

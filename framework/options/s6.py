@@ -4,13 +4,13 @@ from typing import Any
 
 from framework.modules import Config, Module, mk_default, option
 from framework.modules import types as t
-from framework.s6 import DEFAULT_STATE, INIT, PACKAGES
+from framework.s6 import DEFAULT_STATE, INIT, NOTIFY_PACKAGES, PACKAGES
 from framework.s6.plan import enabled_services, problems, unknown_after
 
 READINESS = t.either(
     t.port,
-    t.string(r"up|notification-fd|/.+", "`up`, `notification-fd`, a TCP port or an absolute "
-             "file path"),
+    t.string(r"up|notification-fd|sd-notify|/[^\x00-\x1f\x7f]+",
+             "`up`, `notification-fd`, `sd-notify`, a TCP port or an absolute file path"),
 )
 
 SERVICE = t.submodule(
@@ -37,7 +37,10 @@ SERVICE = t.submodule(
         "execLogger": option(t.null_or(t.str_), None, "A command receiving the service's "
                              "stdout.", "sed -u 's/^/prefix - /'"),
         "readiness": option(READINESS, "up", "When a long-run counts as ready for the "
-                            "oneshot-posts after it.", 8080),
+                            "oneshot-posts after it: `up` (started), a TCP port listening, "
+                            "a file existing, `notification-fd` (it writes a line to fd 3) "
+                            "or `sd-notify` (it sends READY=1 to $NOTIFY_SOCKET, as systemd "
+                            "Type=notify daemons do).", 8080),
         "stopTimeout": option(t.integer(1, 7), 3, "Seconds a long-run gets to exit after "
                               "SIGTERM before it is killed (the whole shutdown is capped at "
                               "8 s, under Docker's 10 s)."),
@@ -50,6 +53,8 @@ def _config(cfg: Config) -> dict[str, Any]:
     if not services:
         return {}
     paths = [p for spec in services.values() for p in spec["path"]]
+    if any(spec["readiness"] == "sd-notify" for spec in services.values()):
+        paths += NOTIFY_PACKAGES
     return {
         "environment": {"systemPackages": [*PACKAGES, *dict.fromkeys(paths)]},
         "image": {"entryPoint": mk_default([INIT, DEFAULT_STATE])},

@@ -7,6 +7,7 @@ from typing import Any
 
 from framework.modules import Config, Module, option
 from framework.modules import types as t
+from framework.options.s6 import READINESS
 from framework.options.systemd_translation import conflicts, translate
 
 STR_OR_LIST = t.either(t.str_, t.list_of(t.str_))
@@ -14,7 +15,8 @@ STR_OR_LIST = t.either(t.str_, t.list_of(t.str_))
 SERVICE_CONFIG = t.submodule(
     {
         "Type": option(t.enum("simple", "oneshot", "exec", "forking", "notify", "dbus", "idle"),
-                       "simple", "simple -> long-run; oneshot -> oneshot-pre/post."),
+                       "simple", "simple, exec -> long-run; notify -> long-run ready when it "
+                       "sends READY=1 (sd_notify); oneshot -> oneshot-pre/post."),
         "ExecStart": option(t.null_or(t.str_), None, "Main command (a leading `@` is "
                             "handled as systemd does).", "/usr/bin/env"),
         "ExecStartPre": option(t.null_or(STR_OR_LIST), None, "Commands run first."),
@@ -44,6 +46,9 @@ SERVICE = t.submodule(
                         "optional)."),
         "wantedBy": option(t.list_of(t.str_), [], "Accepted for compatibility; every enabled "
                            "service starts."),
+        "readiness": option(t.null_or(READINESS), None, "cimages: the translated long-run's "
+                            "s6.services readiness; null means `sd-notify` for Type=notify, "
+                            "else `up`.", 8080),
     },
     freeform=True,
 )

@@ -22,13 +22,13 @@ from typing import Any
 # other key (the submodules are freeform) is reported.
 SERVICE_KEYS = frozenset(
     {"enable", "script", "preStart", "serviceConfig", "environment", "path", "after",
-     "wantedBy"}
+     "wantedBy", "readiness"}
 )
 SERVICE_CONFIG_KEYS = frozenset(
     {"Type", "ExecStart", "ExecStartPre", "User", "Group", "WorkingDirectory", "Restart",
      "Environment"}
 )
-LONG_RUN_TYPES = frozenset({"simple", "exec"})
+LONG_RUN_TYPES = frozenset({"simple", "exec", "notify"})
 RESTARTING = frozenset({"always", "on-failure"})
 
 # systemd's execution prefixes. `@` (argv[0]) and `-` (failure ignored) are honoured; the
@@ -202,7 +202,7 @@ class _ServiceTranslator:
         kind = self.conf["Type"]
         if kind not in LONG_RUN_TYPES | {"oneshot"}:
             self.warn(f"`serviceConfig.Type = {kind}`",
-                      "is not supported (only simple, exec, oneshot); run as simple")
+                      "is not supported (only simple, exec, notify, oneshot); run as simple")
         bad_words = bad_environment_words(self.conf["Environment"])
         if bad_words:
             self.warn("`serviceConfig.Environment`",
@@ -222,6 +222,11 @@ class _ServiceTranslator:
             out["user"] = self.conf["User"]
         if self.conf["WorkingDirectory"] is not None:
             out["workingDirectory"] = self.conf["WorkingDirectory"]
+        readiness = self.svc["readiness"] or ("sd-notify" if kind == "notify" else None)
+        if readiness is not None and self.s6_type == "long-run":
+            out["readiness"] = readiness
+        elif self.svc["readiness"] is not None:
+            self.warn("`readiness`", "applies to long-running services only; ignored")
         return out
 
 

@@ -19,3 +19,7 @@ STATUS = "/etc/s6/status"
 DEFAULT_STATE = "/run/s6"
 # Packages the generated scripts need in the image.
 PACKAGES = ["s6", "execline", "busybox", "bash"]
+# `readiness: sd-notify` listens on a NOTIFY_SOCKET (a datagram socket, which neither the
+# shell nor s6 can receive on) with socat.
+NOTIFY_PACKAGES = ["socat"]
+NOTIFY_RECORD = "/etc/s6/notify-record"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from framework.image_files import ImageFile
-from framework.s6 import INIT, STATUS, scripts
+from framework.s6 import INIT, NOTIFY_RECORD, STATUS, scripts
 from framework.s6.plan import Plan, Service, enabled_services, plan
 
 EXEC = 0o755
@@ -67,6 +67,8 @@ def files_for(p: Plan) -> list[ImageFile]:
         # s6-setuidgid reads the groups through glibc's NSS, which fails without this file
         # (Debian creates it in a maintainer script, and those do not run).
         files.append(_file("/etc/nsswitch.conf", NSSWITCH, 0o644))
+    if any(s.readiness == "sd-notify" for s in p.long_runs):
+        files.append(_file(NOTIFY_RECORD, scripts.NOTIFY_RECORD_SCRIPT))
     for service in p.long_runs:
         files += _long_run(service)
     for service in [*p.pre, *p.post]:

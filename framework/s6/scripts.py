@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from shlex import quote
 
-from framework.s6 import DEFAULT_STATE
+from framework.s6 import DEFAULT_STATE, NOTIFY_RECORD
 from framework.s6.plan import Plan, Service
 
 SHEBANG = "#!/bin/busybox sh\n"
@@ -202,6 +202,8 @@ def run(service: Service, check: str | None) -> str:
     """The service's `run`: environment, directory, user, then its command."""
     lines = [SHEBANG.rstrip(), f"# {service.type} {service.name}", "exec 2>&1",
              *_environment(service)]
+    if service.readiness == "sd-notify":
+        lines += _notify_listener()
     command = service.command
     flags = "-c" if command.startswith("exec ") else "-e -c"
     if service.working_directory:
@@ -220,6 +222,30 @@ def run(service: Service, check: str | None) -> str:
     # image's programs (its `sed` over GNU sed).
     lines.append(" ".join(["exec", *prefix, "/bin/bash", flags, quote(command)]))
     return "\n".join(lines) + "\n"
+
+
+def _notify_listener() -> list[str]:
+    """sd_notify for s6: socat receives the daemon's datagrams on NOTIFY_SOCKET, in the
+    service directory, and records each on a line of notify.log, which the check reads.
+    The socket is 0666 so a service running as its own user can send; once READY=1 came,
+    the check stops the listener (later messages, WATCHDOG=1 every few seconds for some
+    daemons, would only grow the file)."""
+    return [
+        # A listener left by a run that died before it was ready.
+        'read -r pid < notify.pid 2>/dev/null && kill "$pid" 2>/dev/null',
+        "rm -f notify.sock notify.log",
+        f"/usr/bin/socat -u UNIX-RECVFROM:notify.sock,fork,perm=0666 EXEC:{NOTIFY_RECORD} "
+        "</dev/null >/dev/null 2>&1 &",
+        "echo $! > notify.pid",
+        # socat binds in the background: the daemon must not start before it listens.
+        "i=0; until [ -S notify.sock ]; do i=$((i + 1)); "
+        f"[ $i -lt 500 ] || exit {INIT_ERROR}; /bin/busybox sleep 0.01; done",
+        'export NOTIFY_SOCKET="$PWD/notify.sock"',
+    ]
+
+
+# Run by socat for each datagram: one notification message, newline-terminated.
+NOTIFY_RECORD_SCRIPT = SHEBANG + "/bin/busybox cat >> notify.log\necho >> notify.log\n"
 
 
 def log(service: Service) -> str:
@@ -268,6 +294,10 @@ exit 1
 """
     if readiness.startswith("/"):
         return SHEBANG + f"[ -e {quote(readiness)} ]\n"
+    if readiness == "sd-notify":
+        # Ready once a message has the READY=1 line; the listener is then of no more use.
+        return SHEBANG + ("/bin/busybox grep -qx READY=1 notify.log 2>/dev/null || exit 1\n"
+                          'read -r pid < notify.pid && kill "$pid" 2>/dev/null\nexit 0\n')
     return None
 
 
