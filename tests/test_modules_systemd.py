@@ -174,7 +174,7 @@ def test_every_unsupported_option_warns_naming_service_and_option(tmp_path):
         "systemd.services.job: `serviceConfig.Restart = on-abnormal` is not supported (only "
         "no, always, on-failure); the service is not restarted",
         "systemd.services.job: `serviceConfig.Type = forking` is not supported (only simple, "
-        "exec, oneshot); run as simple",
+        "exec, notify, oneshot); run as simple",
         "systemd.services.job: `after = network.target` names no service of this image; the "
         "ordering is ignored",
         "systemd.services.job: `serviceConfig.Environment` has words that are not KEY=value "
