@@ -1,4 +1,7 @@
-"""One cell per image x tier: the images in images/ and the tests that name them."""
+"""The CI matrix. Per tier: one cell per image in images/ that the tier's tests name with
+`@pytest.mark.image(...)`, plus one cell `<tier>-untagged` of the tests that name no image, so
+the cells of a tier together run every test of the tier (a test naming two images runs in
+both of their cells)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,16 +18,32 @@ from framework.ci import TIERS
 from framework.errors import UserError
 
 SOURCE = Path(__file__).resolve().parents[2]
+UNTAGGED = "untagged"
+
+
+def cell_name(image: str, tier: str) -> str:
+    """`nginx-vm`, or `vm-untagged` for the tier's tests that name no image (the names cannot
+    collide: no tier is called `untagged`)."""
+    return f"{image}-{tier}" if image else f"{tier}-{UNTAGGED}"
 
 
 @dataclass(frozen=True)
 class Cell:
-    image: str
+    image: str  # "" for the cell of the tier's tests that name no image
     tier: str
     tests: tuple[str, ...]
 
+    @property
+    def name(self) -> str:
+        return cell_name(self.image, self.tier)
+
+    def as_hydra(self) -> dict[str, str]:
+        """What hydra/cells.json records of a cell: no test count, so adding a test to an
+        existing cell does not make the committed file stale."""
+        return {"name": self.name, "image": self.image, "tier": self.tier}
+
     def as_json(self) -> dict[str, object]:
-        return {"image": self.image, "tier": self.tier, "tests": len(self.tests)}
+        return {**self.as_hydra(), "tests": len(self.tests)}
 
 
 def image_names(root: Path) -> list[str]:
@@ -54,30 +74,67 @@ def collect(root: Path, tier: str) -> list[dict[str, object]]:
         return json.loads(text) if text else []
 
 
-def matrix(root: Path) -> list[Cell]:
-    images = image_names(root)
+def tier_cells(tier: str, tests: list[dict[str, object]], images: list[str]) -> list[Cell]:
+    """The cells of one tier: an image's cell holds the tests naming it, the untagged cell
+    the tests naming none. A test naming an image that has no definition would fall between
+    them, so it is an error instead."""
+    for test in tests:
+        unknown = sorted(set(test["images"]) - set(images))  # type: ignore[call-overload]
+        if unknown:
+            raise UserError(
+                f"{test['nodeid']} names image `{unknown[0]}` in @pytest.mark.image(...), but "
+                f"there is no images/{unknown[0]}.yaml; the images are: {', '.join(images)}"
+            )
     cells = []
-    for tier in TIERS:
-        tests = collect(root, tier)
-        for image in images:
-            named = tuple(str(t["nodeid"]) for t in tests if image in t["images"])  # type: ignore[operator]
-            if named:
-                cells.append(Cell(image, tier, named))
+    for image in images:
+        named = tuple(str(t["nodeid"]) for t in tests if image in t["images"])  # type: ignore[operator]
+        if named:
+            cells.append(Cell(image, tier, named))
+    untagged = tuple(str(t["nodeid"]) for t in tests if not t["images"])
+    if untagged:
+        cells.append(Cell("", tier, untagged))
     return cells
 
 
-def find_cell(root: Path, image: str, tier: str) -> Cell:
+def matrix(root: Path, tiers: tuple[str, ...] = tuple(TIERS)) -> list[Cell]:
+    images = image_names(root)
+    # One pytest process per tier, side by side: collecting is most of `cimages matrix`.
+    with ThreadPoolExecutor(len(tiers) or 1) as pool:
+        collected = list(pool.map(lambda tier: collect(root, tier), tiers))
+    return [cell for tier, tests in zip(tiers, collected, strict=True)
+            for cell in tier_cells(tier, tests, images)]
+
+
+def find_cell(root: Path, name: str) -> Cell:
+    """The cell `cimages matrix` lists as `name` (e.g. `nginx-vm`, `vm-untagged`); only the
+    tier the name ends in is collected."""
+    for tier in TIERS:
+        image = "" if name == cell_name("", tier) else name.removesuffix(f"-{tier}")
+        if image == name:
+            continue
+        for cell in matrix(root, (tier,)):
+            if cell.name == name:
+                return cell
+        if not image:
+            raise UserError(f"every {tier} test names an image: there is no cell `{name}`")
+        if image in image_names(root):
+            raise UserError(
+                f"no {tier} test names image `{image}`; mark one with "
+                f"`@pytest.mark.image(\"{image}\")` in {TIERS[tier]}/"
+            )
+    raise UserError(
+        f"no matrix cell `{name}`; the cells are: "
+        f"{', '.join(c.name for c in matrix(root))} (`cimages matrix` lists them)"
+    )
+
+
+def find_image_cell(root: Path, image: str, tier: str) -> Cell:
+    """The cell of `image` x `tier` (image "" for the tier's tests that name no image)."""
     if tier not in TIERS:
         raise UserError(f"unknown tier `{tier}`; the tiers are: {', '.join(TIERS)}")
-    if image not in image_names(root):
+    if image and image not in image_names(root):
         raise UserError(
             f"no image definition images/{image}.yaml; the images are: "
             f"{', '.join(image_names(root))}"
         )
-    for cell in matrix(root):
-        if (cell.image, cell.tier) == (image, tier):
-            return cell
-    raise UserError(
-        f"no {tier} test names image `{image}`; mark one with "
-        f"`@pytest.mark.image(\"{image}\")` in {TIERS[tier]}/"
-    )
+    return find_cell(root, cell_name(image, tier))
