@@ -342,3 +342,59 @@ def test_a_swapped_cached_deb_is_fetched_again(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "cached .debs of hello do not match the lock's sha256" in again.stderr
     assert first.stdout.splitlines()[1] == again.stdout.splitlines()[1]  # the same digest
+
+
+def test_outputs_never_take_a_folder_they_did_not_write(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("mine\n")
+    done = cimages("build", str(HELLO), "--frozen", "-o", str(target))
+    assert done.returncode == 2 and "exists and is not a folder" in done.stderr
+    assert target.read_text() == "mine\n"
+
+    folder = tmp_path / "unrelated"
+    (folder / "oci" / "blobs").mkdir(parents=True)
+    (folder / "oci" / "blobs" / "keep").write_text("mine\n")
+    done = cimages("build", str(HELLO), "--frozen", "-o", str(folder))
+    assert done.returncode == 2 and "is not a cimages output" in done.stderr
+    assert (folder / "oci" / "blobs" / "keep").read_text() == "mine\n"
+
+    out = tmp_path / "out"
+    assert cimages("build", str(HELLO), "--frozen", "-o", str(out)).returncode == 0
+    (out / "notes.txt").write_text("mine\n")
+    done = cimages("build", str(HELLO), "--frozen", "-o", str(out))
+    assert done.returncode == 2 and "did not write (notes.txt)" in done.stderr
+    assert (out / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_failed_rebuild_leaves_the_last_output_whole(tmp_path):
+    out = tmp_path / "out"
+    first = cimages("build", str(HELLO), "--frozen", "-o", str(out), "--json")
+    assert first.returncode == 0, first.stderr
+    before = {p.relative_to(out): p.stat().st_ino for p in out.rglob("*")}
+    failing = hello_variant(tmp_path, {"image": {"run": ["exit 3"]}})
+    done = cimages("build", str(failing), "-o", str(out))
+    assert done.returncode == 2, done.stderr
+    assert {p.relative_to(out): p.stat().st_ino for p in out.rglob("*")} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == [".out.lock"]
+    # Another definition into the same folder replaces the whole output: one image in it.
+    other = cimages("build", str(ROOT / "images" / "empty.yaml"), "-o", str(out), "--json")
+    assert other.returncode == 0, other.stderr
+    index = json.loads((out / "oci" / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [json.loads(other.stdout)["digest"]]
+    assert not (out / "hello.tar").exists() and (out / "empty.tar").is_file()
+
+
+def test_lock_and_init_refuse_paths_that_are_not_theirs(tmp_path):
+    lock = tmp_path / "hello.lock"
+    shutil.copy(HELLO.with_suffix(".lock"), lock)
+    before = lock.read_text()
+    done = cimages("lock", str(lock))
+    assert done.returncode == 2 and "is a lock file, not a definition" in done.stderr
+    assert lock.read_text() == before
+    home = tmp_path / "somedir"
+    home.mkdir()
+    (home / "thesis.tex").write_text("mine\n")
+    owner = home.stat().st_uid
+    done = cimages("init", str(HELLO), str(home))
+    assert done.returncode == 2 and "not an earlier sandbox's folder" in done.stderr
+    assert home.stat().st_uid == owner and (home / "thesis.tex").read_text() == "mine\n"

@@ -64,6 +64,9 @@ class Lock:
 
 
 def lock_path(definition: Path) -> Path:
+    if definition.suffix == ".lock":
+        raise UserError(f"{definition} is a lock file, not a definition; give the definition "
+                        f"it pins ({definition.with_suffix('.yaml')})")
     return definition.with_suffix(".lock")
 
 

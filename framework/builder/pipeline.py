@@ -5,8 +5,10 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
+import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from framework.builder.oci import (
     write_docker_archive,
     write_layout,
 )
+from framework.builder.output import Stage, staged_output
 from framework.builder.packages import check_conflicts, package_layers
 from framework.builder.resolve import lock_for_build, requested
 from framework.builder.run import run_layer
@@ -204,15 +207,28 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     warnings = list(evaluation.warnings)
     image = cfg["image"]
     out_dir = Path(out_dir) if out_dir else Path.cwd() / "build" / image["name"].replace("/", "_")
-    mtime = _epoch(image["created"])
     stats = _Stats()
 
     lock = lock_for_build(definition, requested(cfg), frozen=frozen)
     debs = download(lock.packages)
     names = [p.name for p in lock.packages]
     acc: Accounts = accounts(cfg, maintscripts.system_accounts(names))
-    ids = acc.id_map()
+    with staged_output(out_dir) as stage:
+        result = _assemble(definition, cfg, lock, debs, acc, stage, frozen, stats, warnings)
+    return replace(result, oci_dir=stage.final_path(result.oci_dir),
+                   archive=stage.final_path(result.archive), sbom=stage.final_path(result.sbom),
+                   layers=[stage.final_path(p) for p in result.layers],
+                   seconds=time.monotonic() - started)
 
+
+def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str, Path],
+              acc: Accounts, stage: Stage, frozen: bool, stats: _Stats,
+              warnings: list[str]) -> BuildResult:
+    """Every layer, then the whole output written into the stage folder."""
+    image = cfg["image"]
+    mtime = _epoch(image["created"])
+    ids = acc.id_map()
+    out_dir = stage.path
     base = load_base(image["from"], out_dir, frozen=frozen) if image["from"] else None
     fixed = (len(base.layers) if base else 1) + 1 + bool(image["run"])
     slots = image["maxLayers"] - fixed
@@ -241,15 +257,11 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
                                  "; ".join(image["run"])))
 
     ref = f"{image['name']}:{image['tag']}"
-    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed build leaves no folder
     config = image_config(cfg, layers, base.config if base else None)
     digest, paths, config_blob = write_layout(out_dir / "oci", config, layers, image["tag"])
     archive = out_dir / f"{image['name'].replace('/', '_')}.tar"
-    # The archive is a copy of every blob: rewritten only when the image changed.
-    marker = out_dir / f".{archive.name}.digest"
-    if not (archive.is_file() and marker.is_file() and marker.read_text() == digest + ref):
-        write_docker_archive(archive, config_blob, paths, ref, mtime)
-        marker.write_text(digest + ref)
+    _docker_archive(stage, archive, digest + ref,
+                    lambda: write_docker_archive(archive, config_blob, paths, ref, mtime))
     sbom = out_dir / "sbom.spdx.json"
     _write_json(sbom, spdx(ref, digest, image["created"], lock.packages))
     _write_json(out_dir / "maintainer-scripts.json", maintscripts.inventory(
@@ -260,9 +272,25 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     return BuildResult(
         name=image["name"], tag=image["tag"], digest=digest, oci_dir=out_dir / "oci",
         archive=archive, layers=paths, config=cfg, lock_path=lock_path(definition), sbom=sbom,
-        size=sum(layer.size for layer in layers), seconds=time.monotonic() - started,
+        size=sum(layer.size for layer in layers), seconds=0.0,
         reused_layers=stats.reused, written_layers=stats.written, warnings=warnings,
     )
+
+
+def _docker_archive(stage: Stage, archive: Path, identity: str, write: Callable[[], None]
+                    ) -> None:
+    """The archive is a copy of every blob: the last build's is linked when the image is
+    the same, else it is written."""
+    marker = archive.with_name(f".{archive.name}.digest")
+    if stage.previous is not None:
+        old = stage.previous / archive.name
+        old_marker = stage.previous / marker.name
+        if old.is_file() and old_marker.is_file() and old_marker.read_text() == identity:
+            os.link(old, archive)
+            marker.write_text(identity)
+            return
+    write()
+    marker.write_text(identity)
 
 
 def _blob_fields(blob: LayerBlob) -> tuple[str, str, int, Path, str]:

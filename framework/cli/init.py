@@ -9,8 +9,6 @@ import signal
 import sys
 from pathlib import Path
 
-from framework.errors import UserError
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     cmd = sub.add_parser("init", help="run an image's s6 init in the sandbox (foreground)")
@@ -25,11 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from framework.builder import build
     from framework.sandbox.image import start_image
+    from framework.sandbox.runner import check_workdir
 
     state = Path(args.state_dir).resolve()
-    if state.exists() and not state.is_dir():
-        raise UserError(f"{args.state_dir} exists and is not a directory; give a directory "
-                        "path for the sandbox state")
+    check_workdir(state)  # before the build: a refused folder costs nothing
     result = build(args.file)
     box = start_image(result, network="private" if args.private_network else "host",
                       capture=False, workdir=state)

@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     definition = Path(args.file)
+    lock_path(definition)  # refuses a lock file given as the definition, before reading it
     cfg = evaluate(definition).config
     lock = lock_definition(definition, requested(cfg), update=args.update)
     print(f"{lock_path(definition)}: {len(lock.packages)} packages "

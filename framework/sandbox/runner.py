@@ -39,6 +39,9 @@ LOG_TAIL = 30
 T = TypeVar("T")
 
 
+# What a sandbox keeps in its folder, besides its log.
+WORKDIR_PARTS = ("state", "upper", "work", "merged")
+
 class Sandbox:
     """A running sandbox: the object the `sandbox` fixture gives tests (SPEC section 6)."""
 
@@ -64,9 +67,11 @@ class Sandbox:
         if bwrap is None:
             raise UserError("bubblewrap is not installed; run `make setup` (or apt-get "
                             "install bubblewrap)")
+        if workdir is not None:
+            check_workdir(workdir)
         # The sandbox's root must be able to reach these: not under a 0700 directory.
         workdir = Path(workdir or tempfile.mkdtemp(prefix="cimages-sandbox-"))
-        dirs = {name: workdir / name for name in ("state", "upper", "work", "merged")}
+        dirs = {name: workdir / name for name in WORKDIR_PARTS}
         for path in [workdir, *dirs.values()]:
             path.mkdir(parents=True, exist_ok=True)
             if os.geteuid() == 0:
@@ -246,6 +251,21 @@ class Sandbox:
                                      f"{_text(what)}\n{self._tail()}")
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+
+def check_workdir(workdir: Path) -> None:
+    """A sandbox's folder is new, empty or an earlier sandbox's: it is handed (chowned) to
+    the sandbox's uid, so a folder of the user's files must never be taken."""
+    if workdir.is_symlink() or (workdir.exists() and not workdir.is_dir()):
+        raise UserError(f"{workdir} exists and is not a directory; give a directory path for "
+                        "the sandbox state")
+    if not workdir.is_dir():
+        return
+    foreign = sorted(p.name for p in workdir.iterdir()
+                     if p.name not in (*WORKDIR_PARTS, "log") and not p.name.startswith("exec-"))
+    if foreign:
+        raise UserError(f"{workdir} is not empty and not an earlier sandbox's folder (it holds "
+                        f"{', '.join(foreign[:5])}); give a new or empty folder")
 
 
 def _text(what: str | Callable[[], str]) -> str:
