@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -398,3 +399,38 @@ def test_lock_and_init_refuse_paths_that_are_not_theirs(tmp_path):
     done = cimages("init", str(HELLO), str(home))
     assert done.returncode == 2 and "not an earlier sandbox's folder" in done.stderr
     assert home.stat().st_uid == owner and (home / "thesis.tex").read_text() == "mine\n"
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return set()
+    return {int(c) for c in text.split()}
+
+
+def test_a_killed_build_leaves_no_worker_behind(tmp_path):
+    """SIGKILL of a cold build while its workers unpack: they die with it."""
+    cache = tmp_path / "cache"
+    nginx = ROOT / "images" / "nginx.yaml"
+    assert cimages("build", str(nginx), "--frozen", "-o", str(tmp_path / "warm")).returncode == 0
+    # The .debs only (already downloaded): every layer must be written again.
+    shutil.copytree(Path(os.environ.get("CIMAGES_CACHE", Path.home() / ".cache/cimages"))
+                    / "debs", cache / "debs")
+    build = subprocess.Popen(
+        [sys.executable, "-m", "framework", "build", str(nginx), "--frozen", "-o",
+         str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env={**os.environ, "CIMAGES_CACHE": str(cache)})
+    workers: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(workers) < 2 and time.monotonic() < deadline and build.poll() is None:
+        workers |= _children(build.pid)
+        time.sleep(0.01)
+    assert len(workers) >= 2, "the build never started its workers"
+    build.kill()
+    build.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]
+    assert build.stdout is not None and build.stdout.read() == b""  # nobody holds it open

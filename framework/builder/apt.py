@@ -22,6 +22,7 @@ from framework.atomic import write_atomic
 from framework.builder.sources import DebianSources
 from framework.cache import cache_dir
 from framework.errors import UserError
+from framework.processes import die_with_parent
 
 APT_TIMEOUT = 600  # seconds; an update over a slow mirror can take minutes
 
@@ -128,7 +129,7 @@ class PrivateApt:
         try:
             return subprocess.run(
                 [tool, *self._options(), *args], capture_output=True, text=True,
-                timeout=APT_TIMEOUT,
+                timeout=APT_TIMEOUT, preexec_fn=die_with_parent,
                 env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin",
                      "APT_CONFIG": str(self.root / "apt.conf")},
             )

@@ -18,6 +18,7 @@ from framework.builder.lockfile import LockedPackage
 from framework.builder.progress import Progress
 from framework.builder.unpack import IdMap, unpack_deb
 from framework.errors import UserError
+from framework.processes import die_with_parent
 
 
 def _owner_ids(info: dict[str, Any], ids: IdMap) -> dict[str, int | None]:
@@ -93,7 +94,9 @@ def package_layers(groups: list[list[LockedPackage]], debs: dict[str, Path], ids
     elif misses:
         progress = Progress("layers", len(misses), unit="layers")
         workers = min(os.cpu_count() or 2, len(misses))
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        # A killed build must not leave its workers running (holding its stdout).
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=die_with_parent) as pool:
             futures = {pool.submit(_write_package_layer, groups[i], debs, ids, mtime): i
                        for i in misses}
             for future in as_completed(futures):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from framework.cli import build, ci_cell, evaluate, init, lock, matrix, options, report, vm
 from framework.errors import UserError
 
-COMMANDS = [evaluate, options, matrix, ci_cell, report, build, lock, init, vm]
+# Imported inside main(): their imports (yaml, the builder) take long enough that a Ctrl-C
+# during them must end as an interrupt, not a traceback.
+COMMANDS = ["evaluate", "options", "matrix", "ci_cell", "report", "build", "lock", "init", "vm"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"cimages {_version()}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
-        command.register(sub)
+        importlib.import_module(f"framework.cli.{command}").register(sub)
     return top
 
 
@@ -34,8 +36,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
+        args = parser().parse_args(argv)
         code = int(args.run(args) or 0)
         sys.stdout.flush()
         return code

@@ -3,21 +3,14 @@ thread drains it continuously (a full pty would stall the guest) into a log file
 
 from __future__ import annotations
 
-import ctypes
 import re
-import signal
 import threading
 import time
 from pathlib import Path
 
 import pexpect
 
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the kernel kills QEMU when the process that started it dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+from framework.processes import die_with_parent
 
 
 class Console:
