@@ -1,13 +1,17 @@
 """Pure parts of the VM tier: the initramfs cpio writer, PPM->PNG, layer flattening, the
-accelerator override and the kernel's PVH extraction. (Booting is covered by vmtests/.)"""
+accelerator override, the kernel's PVH extraction, Docker name checks and the docker_host
+tunnel's socket side. (Booting is covered by vmtests/.)"""
 
 from __future__ import annotations
 
 import io
 import json
 import lzma
+import socket
+import stat
 import struct
 import tarfile
+import threading
 import zlib
 from pathlib import Path
 
@@ -16,7 +20,7 @@ import pytest
 from framework.errors import UserError
 from framework.vm import cpio, vmlinux
 from framework.vm.accel import select_accel
-from framework.vm.docker import demux_logs
+from framework.vm.docker import DockerTunnel, demux_logs, docker_name
 from framework.vm.flatten import flattened
 from framework.vm.png import ppm_to_png
 
@@ -148,3 +152,94 @@ def test_kernel_without_pvh_note_stays_a_bzimage(tmp_path: Path,
     image.write_bytes(bzimage(elf_with_note(note_type=1)))
     assert vmlinux.bootable(image) == image
     assert vmlinux.bootable(image) == image  # remembered, not decompressed again
+
+
+@pytest.mark.parametrize("name", ["app", "backend-1", "a.b_c", "0web", "x"])
+def test_docker_names_accepted(name: str):
+    assert docker_name("network", name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-app", "_x", ".x", "a b", "a;rm -rf /", "a/b", "$(id)",
+                                  "nom\u00e9", "a\nb"])
+def test_docker_names_refused(name: str):
+    with pytest.raises(UserError, match="invalid container name"):
+        docker_name("container", name)
+
+
+class _Channel:
+    """A socketpair end standing in for an SSH channel (paramiko's shutdown_write)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def shutdown_write(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_docker_tunnel_carries_each_connection_with_half_close():
+    """A client's request, ended by a half-close, reaches the remote side whole and the reply
+    comes back; the socket is private to the user and goes with close()."""
+    served: list[bytes] = []
+
+    def fake_dockerd(end: socket.socket) -> None:
+        request = _read_all(end)  # until the client's half-close arrives as EOF
+        served.append(request)
+        end.sendall(b"reply to " + request)
+        end.close()
+
+    def open_channel() -> _Channel:
+        ours, theirs = socket.socketpair()
+        threading.Thread(target=fake_dockerd, args=(theirs,), daemon=True).start()
+        return _Channel(ours)
+
+    tunnel = DockerTunnel(open_channel)
+    try:
+        assert tunnel.url == f"unix://{tunnel.path}"
+        assert stat.S_IMODE(tunnel.folder.stat().st_mode) == 0o700
+        big = b"x" * 300_000  # more than one buffer each way
+        for body in (b"GET /_ping", big):
+            with socket.socket(socket.AF_UNIX) as client:
+                client.settimeout(10)
+                client.connect(str(tunnel.path))
+                client.sendall(body)
+                client.shutdown(socket.SHUT_WR)
+                assert _read_all(client) == b"reply to " + body
+        assert served == [b"GET /_ping", big]
+    finally:
+        tunnel.close()
+    assert not tunnel.folder.exists()
+    with socket.socket(socket.AF_UNIX) as client, pytest.raises(OSError):
+        client.connect(str(tunnel.path))
+
+
+def test_docker_tunnel_closes_the_client_when_the_vm_is_gone():
+    def open_channel() -> _Channel:
+        raise AssertionError("the VM is not running")
+
+    tunnel = DockerTunnel(open_channel)
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(10)
+            client.connect(str(tunnel.path))
+            assert client.recv(10) == b""
+    finally:
+        tunnel.close()

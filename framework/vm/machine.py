@@ -81,6 +81,8 @@ class QemuMachine:
         self._console: Console | None = None
         self._qmp: QEMUMonitorProtocol | None = None
         self._ssh: paramiko.SSHClient | None = None
+        # forward_port's forwards, set up again by every start: a restore is a new QEMU.
+        self._forwards: dict[int, int] = {}
 
     # -- timing -------------------------------------------------------------------------
     def timeout(self, seconds: float) -> float:
@@ -130,6 +132,8 @@ class QemuMachine:
                         or attempt == SSH_PORT_RETRIES - 1:
                     raise
                 self._console.close()
+        for host_port, guest_port in self._forwards.items():
+            self._add_forward(host_port, guest_port)
         if self.snapshot is not None:
             self._resume_incoming()
         self._connect_ssh()
@@ -138,8 +142,9 @@ class QemuMachine:
             self.pristine = True
 
     def restore(self, snapshot: Path) -> None:
-        """Replaces this VM by a fresh one restored from `snapshot`."""
-        self.crash()
+        """Replaces this VM by a fresh one restored from `snapshot`. What the Machine set up
+        on the host side (forward_port's forwards, docker_host) carries over."""
+        self._kill()
         self.snapshot = snapshot
         self.start()
 
@@ -231,6 +236,10 @@ class QemuMachine:
 
     def crash(self) -> None:
         """Stops the VM at once, like pulling the plug."""
+        self._kill()
+
+    def _kill(self) -> None:
+        """Ends the QEMU process and the connections to it."""
         if self._ssh is not None:
             self._ssh.close()
             self._ssh = None
@@ -372,12 +381,14 @@ class QemuMachine:
         return out
 
     def wait_for_open_port(self, port: int, addr: str = "127.0.0.1", timeout: float = 60) -> None:
-        self.wait_until_succeeds(f"nc -z -w 1 {shlex.quote(addr)} {port} 2>&1 || "
-                                 f"bash -c 'exec 3<>/dev/tcp/{addr}/{port}'", timeout)
+        tcp = shlex.quote(f"exec 3<>/dev/tcp/{addr}/{int(port)}")
+        self.wait_until_succeeds(f"nc -z -w 1 {shlex.quote(addr)} {int(port)} 2>&1 || "
+                                 f"bash -c {tcp}", timeout)
 
     def wait_for_closed_port(self, port: int, addr: str = "127.0.0.1",
                              timeout: float = 60) -> None:
-        self.wait_until_fails(f"bash -c 'exec 3<>/dev/tcp/{addr}/{port}' 2>/dev/null", timeout)
+        tcp = shlex.quote(f"exec 3<>/dev/tcp/{addr}/{int(port)}")
+        self.wait_until_fails(f"bash -c {tcp} 2>/dev/null", timeout)
 
     def wait_for_file(self, path: str, timeout: float = 60) -> None:
         self.wait_until_succeeds(f"test -e {shlex.quote(path)}", timeout)
@@ -430,10 +441,18 @@ class QemuMachine:
         return out
 
     def forward_port(self, host_port: int, guest_port: int) -> None:
-        """Forwards 127.0.0.1:host_port on the host to guest_port in the VM."""
-        reply = self.qmp("human-monitor-command",
-                         **{"command-line": f"hostfwd_add net0 tcp:127.0.0.1:{host_port}-:"
-                                            f"{guest_port}"})
+        """Forwards 127.0.0.1:host_port on the host to guest_port in the VM (QEMU user
+        networking, loopback only). The forward lasts as long as this Machine: it is set up
+        again whenever the VM is restarted or restored (each is a new QEMU process)."""
+        self._ensure_started()
+        if self._forwards.get(host_port) == guest_port:
+            return
+        self._add_forward(host_port, guest_port)
+        self._forwards[host_port] = guest_port
+
+    def _add_forward(self, host_port: int, guest_port: int) -> None:
+        rule = f"tcp:127.0.0.1:{int(host_port)}-:{int(guest_port)}"
+        reply = self.qmp("human-monitor-command", **{"command-line": f"hostfwd_add net0 {rule}"})
         if reply:
             raise UserError(f"cannot forward host port {host_port}: {reply.strip()}; "
                             "choose a free port")
