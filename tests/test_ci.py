@@ -75,7 +75,7 @@ def test_matrix_has_one_cell_per_named_image_and_tier_and_one_per_tier_for_the_r
 def assert_cells_cover_every_test(root: Path, cells: list[Cell]) -> None:
     """Per tier, the cells' tests together are exactly the tests pytest collects."""
     for tier in TIERS:
-        collected = {str(t["nodeid"]) for t in collect(root, tier)}
+        collected = {str(t["nodeid"]) for t in collect(root, tier).tests}
         covered = {test for cell in cells if cell.tier == tier for test in cell.tests}
         assert covered == collected, (tier, collected ^ covered)
 
@@ -323,3 +323,9 @@ def test_hydra_cells_json_is_current(repository_cells):
 @pytest.mark.slow
 def test_the_repositorys_hydra_jobs_are_its_cells(repository_cells, tmp_path):
     hydra_jobs_of(ROOT, [c.as_hydra() for c in repository_cells], tmp_path)
+
+
+def test_the_matrix_finds_images_where_the_ini_option_says(project):
+    (project / "images").rename(project / "defs")
+    (project / "pyproject.toml").write_text('[tool.pytest.ini_options]\ncimages_images = "defs"\n')
+    assert {c.name for c in matrix(project)} >= {"alpha-vm", "beta-sandbox", "vm-untagged"}

@@ -46,15 +46,19 @@ class Cell:
         return {**self.as_hydra(), "tests": len(self.tests)}
 
 
-def image_names(root: Path) -> list[str]:
-    return sorted(p.stem for p in (root / "images").glob("*.yaml"))
+@dataclass(frozen=True)
+class Collected:
+    """A tier's tests, and the project's images (its `cimages_images` folder)."""
+
+    folder: str  # relative to the project's root
+    images: list[str]
+    tests: list[dict[str, object]]
 
 
-def collect(root: Path, tier: str) -> list[dict[str, object]]:
+def collect(root: Path, tier: str) -> Collected:
     """The tier's tests as pytest collects them (no fixture runs, so no VM boots)."""
-    folder = root / TIERS[tier]
-    if not folder.is_dir():
-        return []
+    if not (root / TIERS[tier]).is_dir():
+        return Collected("images", [], [])
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "framework.ci.collect",
@@ -71,19 +75,24 @@ def collect(root: Path, tier: str) -> list[dict[str, object]]:
                 f"`pytest --collect-only {TIERS[tier]}` to see why:\n{result.stdout[-2000:]}"
             )
         text = Path(out.name).read_text()
-        return json.loads(text) if text else []
+        if not text:  # nothing collected: pytest never finished collecting
+            return Collected("images", [], [])
+        found = json.loads(text)
+        return Collected(os.path.relpath(found["folder"], root), found["images"], found["tests"])
 
 
-def tier_cells(tier: str, tests: list[dict[str, object]], images: list[str]) -> list[Cell]:
+def tier_cells(tier: str, collected: Collected) -> list[Cell]:
     """The cells of one tier: an image's cell holds the tests naming it, the untagged cell
     the tests naming none. A test naming an image that has no definition would fall between
     them, so it is an error instead."""
+    tests, images = collected.tests, collected.images
     for test in tests:
         unknown = sorted(set(test["images"]) - set(images))  # type: ignore[call-overload]
         if unknown:
             raise UserError(
                 f"{test['nodeid']} names image `{unknown[0]}` in @pytest.mark.image(...), but "
-                f"there is no images/{unknown[0]}.yaml; the images are: {', '.join(images)}"
+                f"there is no {collected.folder}/{unknown[0]}.yaml; the images are: "
+                f"{', '.join(images)}"
             )
     cells = []
     for image in images:
@@ -97,12 +106,11 @@ def tier_cells(tier: str, tests: list[dict[str, object]], images: list[str]) -> 
 
 
 def matrix(root: Path, tiers: tuple[str, ...] = tuple(TIERS)) -> list[Cell]:
-    images = image_names(root)
     # One pytest process per tier, side by side: collecting is most of `cimages matrix`.
     with ThreadPoolExecutor(len(tiers) or 1) as pool:
         collected = list(pool.map(lambda tier: collect(root, tier), tiers))
-    return [cell for tier, tests in zip(tiers, collected, strict=True)
-            for cell in tier_cells(tier, tests, images)]
+    return [cell for tier, found in zip(tiers, collected, strict=True)
+            for cell in tier_cells(tier, found)]
 
 
 def find_cell(root: Path, name: str) -> Cell:
@@ -112,12 +120,13 @@ def find_cell(root: Path, name: str) -> Cell:
         image = "" if name == cell_name("", tier) else name.removesuffix(f"-{tier}")
         if image == name:
             continue
-        for cell in matrix(root, (tier,)):
+        collected = collect(root, tier)
+        for cell in tier_cells(tier, collected):
             if cell.name == name:
                 return cell
         if not image:
             raise UserError(f"every {tier} test names an image: there is no cell `{name}`")
-        if image in image_names(root):
+        if image in collected.images:
             raise UserError(
                 f"no {tier} test names image `{image}`; mark one with "
                 f"`@pytest.mark.image(\"{image}\")` in {TIERS[tier]}/"
@@ -132,9 +141,11 @@ def find_image_cell(root: Path, image: str, tier: str) -> Cell:
     """The cell of `image` x `tier` (image "" for the tier's tests that name no image)."""
     if tier not in TIERS:
         raise UserError(f"unknown tier `{tier}`; the tiers are: {', '.join(TIERS)}")
-    if image and image not in image_names(root):
-        raise UserError(
-            f"no image definition images/{image}.yaml; the images are: "
-            f"{', '.join(image_names(root))}"
-        )
+    if image:
+        collected = collect(root, tier)
+        if image not in collected.images:
+            raise UserError(
+                f"no image definition {collected.folder}/{image}.yaml; the images are: "
+                f"{', '.join(collected.images)}"
+            )
     return find_cell(root, cell_name(image, tier))
