@@ -86,7 +86,9 @@ def _keys(digest: str) -> tuple[KeyPair, KeyPair]:
 
 def docker_host() -> VMRoot:
     """The VM root, built (or reused from the caches) from docker-host.yaml."""
-    result = build(definition())
+    # Into the cache, not the caller's build/: a project using the plugin must not find
+    # the Docker host's image (hundreds of MB) in its own tree.
+    result = build(definition(), cache_dir("images") / "docker-host")
     root = unpacked_root(result.layers, result.digest)
     init = list(result.config["image"]["entryPoint"] or [])
     if not init:

@@ -39,7 +39,7 @@ def build(root: Path) -> Path:
     release = kernel_release(root)
     modules_dir = root / "lib" / "modules" / release
     init = resources.files("framework.vm").joinpath("init.sh").read_bytes()
-    tools = build_image(TOOLS)
+    tools = build_image(TOOLS, cache_dir("images") / "initramfs-tools")  # not in the caller's tree
     key = hashlib.sha256(b"\0".join([release.encode(), init, tools.digest.encode(),
                                      " ".join(MODULES).encode()])).hexdigest()[:20]
     out = cache_dir("initramfs") / f"{release}-{key}.cpio.gz"
