@@ -179,3 +179,8 @@ def test_an_etc_source_symlink_out_of_the_folder_is_refused(write, capsys, tmp_p
     (tmp_path / "motd").symlink_to("/etc/hostname")
     path = write("link.yaml", "image: {name: link}\nenvironment: {etc: {motd: {source: ./motd}}}\n")
     assert_user_error(capsys, path, r"leads to /etc/hostname, outside .*through a symlink")
+
+
+def test_a_long_image_name_is_refused(write, capsys):
+    path = write("long.yaml", f"image: {{name: {'a' * 300}}}\n")
+    assert_user_error(capsys, path, r"expects an image name of up to 128")

@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from framework.errors import UserError
 from framework.vm.machine import DEFAULT_MEMORY_MIB
 
 
@@ -44,8 +45,13 @@ def run(args: argparse.Namespace) -> int:
         machine = Machine(root, accel, Path(tmp), name="cimages-vm", memory_mib=args.memory,
                           snapshot=snapshot)
         try:
-            machine.start()
-            ref = machine.load_image(image)
+            try:
+                machine.start()
+                ref = machine.load_image(image)
+            except AssertionError as err:  # the VM tier's failed checks and waits
+                raise UserError(f"the VM could not start or load {image.name}:{image.tag}: "
+                                f"{err}; if it ran out of memory, give it more with --memory"
+                                ) from err
             _say(f"VM ready with {ref} loaded in {time.monotonic() - started:.1f} s ({accel})")
             if args.command_line is not None:
                 status, output = machine.execute(args.command_line, timeout=3600)

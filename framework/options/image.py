@@ -21,8 +21,11 @@ MODULE = Module(
     options={
         "image": {
             "name": option(
-                t.string(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*",
-                         "an image name (lowercase letters, digits, . _ - /)"),
+                # 128: the output folder and archive are named after it (a file name holds
+                # 255 bytes) and registries refuse longer repository names anyway.
+                t.string(r"(?=.{1,128}\Z)[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*",
+                         "an image name of up to 128 lowercase letters, digits, . _ - / "
+                         "(e.g. web/nginx)"),
                 description="The image's repository name (required).",
                 example="nginx",
             ),
