@@ -434,3 +434,27 @@ def test_a_killed_build_leaves_no_worker_behind(tmp_path):
         time.sleep(0.05)
     assert not [w for w in workers if Path(f"/proc/{w}").exists()]
     assert build.stdout is not None and build.stdout.read() == b""  # nobody holds it open
+
+
+def test_image_run_is_root_only_inside_its_user_namespace(tmp_path):
+    """As host root, the lines run as the sandbox tier's mapped root (image uid 0 is an
+    unprivileged host uid), and what they chown keeps the image's ids in the layer."""
+    import tarfile
+
+    from framework.sandbox.runner import ID_COUNT, UID_BASE
+
+    marker = f"{tmp_path.name}"  # a line of its own, so the layer cache cannot answer
+    result = build(run_definition(tmp_path, [
+        f"echo {marker} > /srv-marker; cat /proc/self/uid_map > /uid-map",
+        "mkdir -p /var/www && touch /var/www/page && chown -R 33:33 /var/www",
+        "rm -rf /usr/share/doc && mkdir /usr/share/doc && echo new > /usr/share/doc/only",
+    ]), tmp_path / "out")
+    with tarfile.open(result.layers[-1]) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        uid_map = tar.extractfile("uid-map").read().decode().split()  # type: ignore[union-attr]
+    if os.geteuid() == 0:
+        assert uid_map == ["0", str(UID_BASE), str(ID_COUNT)]
+    assert (members["var/www/page"].uid, members["var/www"].gid) == (33, 33)
+    assert members["srv-marker"].uid == 0
+    assert "usr/share/doc/.wh..wh..opq" in members  # the old content is gone below too
+    assert "run/s6" not in members and "proc" not in members

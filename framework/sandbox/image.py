@@ -16,10 +16,15 @@ from framework.sandbox.runner import UID_BASE, Sandbox
 DOCKER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def id_shift() -> int:
+    """How far image ids are moved on the host: as root the sandbox maps image uid 0 to the
+    unprivileged UID_BASE; anyone else maps only their own uid, to 0."""
+    return UID_BASE if os.geteuid() == 0 else 0
+
+
 def image_root(result: Any) -> Path:
     """The unpacked root of a BuildResult, owned as the sandbox's namespace expects."""
-    shift = UID_BASE if os.geteuid() == 0 else 0
-    return unpacked_root(result.layers, result.digest, uid_shift=shift)
+    return unpacked_root(result.layers, result.digest, uid_shift=id_shift())
 
 
 def start_image(result: Any, *, env: Mapping[str, str] | None = None,
