@@ -29,3 +29,24 @@ def exclusive(path: Path) -> Iterator[None]:
     with path.with_name(f"{path.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+@contextlib.contextmanager
+def using(root: Path) -> Iterator[Path]:
+    """Every cache under `root` while the context lasts (a rebuild that must not reuse)."""
+    before = os.environ.get("CIMAGES_CACHE")
+    os.environ["CIMAGES_CACHE"] = str(root)
+    try:
+        yield root
+    finally:
+        if before is None:
+            del os.environ["CIMAGES_CACHE"]
+        else:
+            os.environ["CIMAGES_CACHE"] = before
+
+
+def fresh_root(directory: Path, debs: Path) -> Path:
+    """An empty cache root that shares only the .debs (verified by hash when unpacked)."""
+    directory.mkdir(parents=True)
+    (directory / "debs").symlink_to(debs)
+    return directory

@@ -458,3 +458,25 @@ def test_image_run_is_root_only_inside_its_user_namespace(tmp_path):
     assert members["srv-marker"].uid == 0
     assert "usr/share/doc/.wh..wh..opq" in members  # the old content is gone below too
     assert "run/s6" not in members and "proc" not in members
+
+
+def test_build_check_reproduces_or_names_the_first_differing_entry(tmp_path):
+    definition = hello_variant(tmp_path)
+    out = tmp_path / "out"
+    assert cimages("build", str(definition), "-o", str(out)).returncode == 0
+    same = cimages("build", "--check", str(definition), "-o", str(out))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "package layers against" in same.stdout and "(reproduces)" in same.stdout
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+
+    text = yaml.safe_load(definition.read_text())
+    text["image"]["created"] = "2001-02-03T04:05:06Z"
+    definition.write_text(yaml.safe_dump(text))
+    differs = cimages("build", "--check", str(definition), "-o", str(out))
+    assert differs.returncode == 1, differs.stdout + differs.stderr
+    lines = differs.stdout.splitlines()
+    assert any(line.startswith("differs:  package hello: the lock records sha256:")
+               and "mtime was 1" in line and "rebuilt 981173106" in line for line in lines), lines
+    assert any(line.startswith("differs:  manifest: the last build is") for line in lines)
+    assert any(line.startswith("differs:  layer 0:") for line in lines)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # it wrote nothing

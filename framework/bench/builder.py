@@ -28,6 +28,7 @@ from framework.builder.apt import PrivateApt
 from framework.builder.download import cached_deb, download
 from framework.builder.lockfile import LockedPackage, lock_path, read_lock
 from framework.builder.resolve import lock_definition, requested
+from framework.cache import fresh_root, using
 from framework.modules import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,11 @@ MMDEBSTRAP_TIMEOUT = 900
 
 def _median(times: list[float]) -> float:
     return round(statistics.median(times), 3)
+
+
+def _with(root: Path, action: Callable[[], Any]) -> Any:
+    with using(root):
+        return action()
 
 
 def _timed(action: Callable[[], Any]) -> float:
@@ -54,24 +60,6 @@ def _variant(directory: Path, stamp: str) -> Path:
     }))
     shutil.copy(lock_path(DEFINITION), lock_path(definition))
     return definition
-
-
-def _with_cache(cache: Path, action: Callable[[], Any]) -> Any:
-    before = os.environ.get("CIMAGES_CACHE")
-    os.environ["CIMAGES_CACHE"] = str(cache)
-    try:
-        return action()
-    finally:
-        if before is None:
-            del os.environ["CIMAGES_CACHE"]
-        else:
-            os.environ["CIMAGES_CACHE"] = before
-
-
-def _fresh_cache(directory: Path, debs: Path) -> Path:
-    directory.mkdir(parents=True)
-    (directory / "debs").symlink_to(debs)
-    return directory
 
 
 def _local_repo(directory: Path, packages: list[LockedPackage]) -> str:
@@ -113,18 +101,18 @@ def run() -> dict[str, Any]:
         definition = _variant(tmp, "one\n")
         cold, result = [], None
         for attempt in range(3):
-            cache = _fresh_cache(tmp / f"cache-{attempt}", debs_dir)
+            cache = fresh_root(tmp / f"cache-{attempt}", debs_dir)
             out = tmp / f"out-{attempt}"
-            cold.append(_timed(lambda c=cache, o=out: _with_cache(
+            cold.append(_timed(lambda c=cache, o=out: _with(
                 c, lambda: build(definition, o, frozen=True))))
         warm, etc_change = [], []
         for attempt in range(5):
-            warm.append(_timed(lambda: _with_cache(
+            warm.append(_timed(lambda: _with(
                 cache, lambda: build(definition, out, frozen=True))))
             _variant(tmp, f"change {attempt}\n")
-            etc_change.append(_timed(lambda: _with_cache(
+            etc_change.append(_timed(lambda: _with(
                 cache, lambda: build(definition, out, frozen=True))))
-        result = _with_cache(cache, lambda: build(definition, out, frozen=True))
+        result = _with(cache, lambda: build(definition, out, frozen=True))
         installed = sum(p.installedSize for p in lock.packages) * 1024
         uncompressed = sum(_tar_size(p) for p in result.layers)
 

@@ -56,6 +56,7 @@ class BuildResult:
     reused_layers: int = 0
     written_layers: int = 0
     warnings: list[str] = field(default_factory=list)
+    package_layers: dict[str, str] = field(default_factory=dict)  # package -> its own layer
 
 
 @dataclass
@@ -274,6 +275,7 @@ def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str,
         archive=archive, layers=paths, config=cfg, lock_path=lock_path(definition), sbom=sbom,
         size=sum(layer.size for layer in layers), seconds=0.0,
         reused_layers=stats.reused, written_layers=stats.written, warnings=warnings,
+        package_layers=own_digests,
     )
 
 

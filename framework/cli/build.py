@@ -22,10 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="print the result as JSON (digest, tags, paths, layer counts)")
     cmd.add_argument("--digestfile", type=Path, metavar="FILE",
                      help="write the manifest digest to FILE, as skopeo and docker do")
+    cmd.add_argument("--check", action="store_true",
+                     help="rebuild from the lock with no cached layer and compare every "
+                          "digest with the lock and the last build in -o (exit 1 if any "
+                          "differs); writes nothing")
     cmd.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.check:
+        return _check(args)
     result = build(args.file, args.out, frozen=args.frozen)
     for warning in result.warnings:
         print(f"cimages: warning: {warning}", file=sys.stderr)
@@ -53,3 +59,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"oci:     {result.oci_dir}")
     print(f"archive: {result.archive}")
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from framework.builder.check import check
+    from framework.modules import evaluate
+
+    definition = Path(args.file)
+    name = evaluate(definition).config["image"]["name"]
+    out = args.out or Path.cwd() / "build" / name.replace("/", "_")
+    report = check(definition, out)
+    for line in report.compared:
+        print(f"compared: {line}")
+    if not report.compared:
+        print("compared: nothing recorded yet (no layer digests in the lock, no last build in "
+              f"{out}): build once, then check")
+    for difference in report.differences:
+        print(f"differs:  {difference}")
+    print(f"digest:   {report.rebuilt.digest} "
+          f"({'does not reproduce' if report.differences else 'reproduces'})")
+    return 1 if report.differences else 0
