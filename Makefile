@@ -36,8 +36,12 @@ demo: setup
 
 test: setup lint unit-tests sandbox-tests vm-tests
 
+# ruff, then shellcheck over every script the s6 module generates for the images here (and
+# the VM's init.sh): what is interpolated into them is the definitions' input.
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(PY) -m framework.s6.shellcheck images sandbox_tests/images vmtests/images \
+		framework/vm/docker-host.yaml
 
 unit-tests: setup
 	$(call run_tier,tests)

@@ -211,3 +211,20 @@ def test_unpacking_rewrites_merged_usr_maps_owners_and_skips_devices(tmp_path, c
     assert unpacked.owner_names == {"user:www-data", "group:www-data"}
     assert unpacked.dirs == {"var/www": (0o750, 33, 33)}
     assert unpacked.skipped_devices == 1
+
+
+def test_the_shellcheck_lint_finds_a_generated_script_problem(tmp_path, monkeypatch):
+    """`make lint`'s shellcheck step is not a no-op: an unquoted expansion in a script it
+    checks is reported (exit 1)."""
+    import shutil
+
+    import pytest
+
+    from framework.s6 import shellcheck
+
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (make setup installs it)")
+    bad = tmp_path / "init.sh"
+    bad.write_text("#!/bin/sh\nrm -rf $1/*\n")
+    monkeypatch.setattr(shellcheck, "VM_INIT", bad)
+    assert shellcheck.main([]) == 1

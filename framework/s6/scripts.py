@@ -88,7 +88,7 @@ run_oneshot() {{
     (set -o pipefail; /etc/s6/oneshot/$1/run 2>&1 | /etc/s6/oneshot/$1/log)
     code=$?
     if [ "$code" = 0 ]; then
-        echo done > "$S6_STATE/oneshots/$1"
+        echo 'done' > "$S6_STATE/oneshots/$1"
         return 0
     fi
     echo "failed $code" > "$S6_STATE/oneshots/$1"
@@ -163,15 +163,14 @@ def stage2(plan: Plan) -> str:
              ". /etc/s6/lib.sh"]
     # Wait until s6-svscan (started right after us) listens on its control pipe.
     lines.append("until /usr/bin/s6-svscanctl -a \"$S6_STATE/scan\" 2>/dev/null; do "
-                 "stopping && exit 0; $bb sleep 0.01; done")
+                 "stopping && exit 0; /bin/busybox sleep 0.01; done")
     lines += [f"run_oneshot {quote(s.name)} || exit 0" for s in plan.pre]
     names = " ".join(quote(s.name) for s in plan.long_runs)
     if plan.long_runs:
+        lines.append("stopping && exit 0")
+        lines += [f'/bin/busybox ln -s ../services/{quote(s.name)} "$S6_STATE/scan/"'
+                  f"{quote(s.name)}" for s in plan.long_runs]
         lines += [
-            "stopping && exit 0",
-            f"for name in {names}; do",
-            '    $bb ln -s "../services/$name" "$S6_STATE/scan/$name"',
-            "done",
             '/usr/bin/s6-svscanctl -a "$S6_STATE/scan"',
             f"wait_for -u {names} || exit 0",
         ]
@@ -308,12 +307,14 @@ def status(plan: Plan) -> str:
              "every oneshot done.",
              f"state=${{1:-${{S6_STATE:-{DEFAULT_STATE}}}}}", "healthy=0"]
     for service in plan.long_runs:
+        # Without a readiness of its own, a long-run that is up is ready.
         ready = "'true true'" if notifies(service) else "'true true'|'true false'"
         lines += [
             f"case $(/usr/bin/s6-svstat -o up,ready \"$state/scan/\"{quote(service.name)} "
             "2>/dev/null) in",
             f"    {ready}) echo {quote(service.name + ' long-run ready')} ;;",
-            f"    'true false') echo {quote(service.name + ' long-run up')}; healthy=1 ;;",
+            *([f"    'true false') echo {quote(service.name + ' long-run up')}; healthy=1 ;;"]
+              if notifies(service) else []),
             f"    *) echo {quote(service.name + ' long-run down')}; healthy=1 ;;",
             "esac",
         ]
@@ -322,7 +323,7 @@ def status(plan: Plan) -> str:
             f"read -r result < \"$state/oneshots/\"{quote(service.name)} 2>/dev/null || "
             "result=pending",
             f"echo {quote(f'{service.name} {service.type}')} \"$result\"",
-            '[ "$result" = done ] || healthy=1',
+            "[ \"$result\" = 'done' ] || healthy=1",
         ]
     lines.append("exit $healthy")
     return "\n".join(lines) + "\n"
