@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from framework.builder import build
-from framework.errors import UserError
+from framework.errors import UserError, run_entry_point
 from framework.net import free_port
 from framework.sandbox.image import start_image
 
@@ -61,8 +61,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"demo: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_entry_point("demo", main))

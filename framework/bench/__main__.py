@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from framework.atomic import write_atomic
+from framework.errors import run_entry_point
 
 # Each entry: a module under framework.bench exposing `run() -> dict[str, object]`.
 BENCHMARKS: list[str] = ["builder", "sandbox", "vm"]
@@ -40,4 +41,4 @@ def main(names: list[str]) -> int:
     return 0
 
 
-raise SystemExit(main(sys.argv[1:]))
+raise SystemExit(run_entry_point("bench", lambda: main(sys.argv[1:])))

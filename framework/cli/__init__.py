@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from framework.errors import UserError
+from framework.errors import run_entry_point
 
 # Imported inside main(): their imports (yaml, the builder) take long enough that a Ctrl-C
 # during them must end as an interrupt, not a traceback.
@@ -36,19 +34,9 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-        code = int(args.run(args) or 0)
-        sys.stdout.flush()
-        return code
-    except UserError as err:
-        print(f"cimages: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("cimages: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # `cimages ... | head`: the reader is gone, which is not an error of ours. Python
-        # would complain once more while flushing stdout at exit; point it at /dev/null.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    # Parsing imports the subcommands: inside, so a Ctrl-C then is an interrupt too.
+    return run_entry_point("cimages", lambda: _run(parser().parse_args(argv)))
+
+
+def _run(args: argparse.Namespace) -> int:
+    return int(args.run(args) or 0)

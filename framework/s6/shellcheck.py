@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from framework.errors import UserError
+from framework.errors import UserError, run_entry_point
 
 VM_INIT = Path(__file__).resolve().parents[1] / "vm" / "init.sh"
 TIMEOUT = 300
@@ -52,14 +52,10 @@ def check(paths: Sequence[str]) -> subprocess.CompletedProcess[str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    try:
-        done = check(argv or ["images"])
-    except UserError as err:
-        print(f"shellcheck: {err}", file=sys.stderr)
-        return 2
+    done = check(argv or ["images"])
     sys.stdout.write(done.stdout.replace(tempfile.gettempdir(), "<generated>"))
     return 0 if done.returncode == 0 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_entry_point("shellcheck", lambda: main(sys.argv[1:])))
