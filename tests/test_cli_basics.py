@@ -56,3 +56,31 @@ def test_build_json_and_digestfile(tmp_path):
     assert built["digest"].startswith("sha256:") and len(built["digest"]) == 71
     assert Path(built["oci"], "index.json").is_file() and Path(built["archive"]).is_file()
     assert built["layers"]["total"] == built["layers"]["written"] + built["layers"]["reused"]
+
+
+def test_an_interrupt_or_user_error_anywhere_is_one_line(capsys):
+    from framework.errors import UserError, run_entry_point
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    def refused() -> int:
+        raise UserError("bad input; fix it")
+
+    assert run_entry_point("cimages", interrupted) == 130
+    assert capsys.readouterr().err == "cimages: interrupted\n"
+    assert run_entry_point("demo", refused) == 2
+    assert capsys.readouterr().err == "demo: error: bad input; fix it\n"
+
+
+def test_ctrl_c_while_the_subcommands_import_is_an_interrupt(monkeypatch, capsys):
+    import importlib
+
+    from framework.cli import main
+
+    def interrupted_import(name: str):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted_import)
+    assert main(["build", "images/hello.yaml"]) == 130
+    assert capsys.readouterr().err == "cimages: interrupted\n"
