@@ -67,6 +67,33 @@ PLACES: dict[str, Place] = {
 }
 
 
+SERVICES_NGINX = {"enable": True}
+PLACES.update({
+    "nginx virtual host": lambda v: {"services": {"nginx": {
+        **SERVICES_NGINX, "virtualHosts": {v: {"root": "/srv"}}}}},
+    "nginx location": lambda v: {"services": {"nginx": {**SERVICES_NGINX, "virtualHosts": {
+        "localhost": {"locations": {v: {"return": "200 x"}}}}}}},
+    "nginx return": lambda v: {"services": {"nginx": {**SERVICES_NGINX, "virtualHosts": {
+        "localhost": {"locations": {"/x": {"return": v}}}}}}},
+    "nginx root": lambda v: {"services": {"nginx": {**SERVICES_NGINX, "virtualHosts": {
+        "localhost": {"root": v}}}}},
+    "nginx listen addr": lambda v: {"services": {"nginx": {**SERVICES_NGINX, "virtualHosts": {
+        "localhost": {"listen": [{"addr": v, "port": 80}]}}}}},
+    "nix setting name": lambda v: {"nix": {"enable": True, "settings": {v: "x"}}},
+    "nix setting value": lambda v: {"nix": {"enable": True, "settings": {"x": v}}},
+    "systemd preStart": lambda v: {"systemd": {"services": {"a": {"script": "true",
+                                                                  "preStart": v}}}},
+    "systemd Environment": lambda v: {"systemd": {"services": {"a": {
+        "script": "true", "serviceConfig": {"Environment": v}}}}},
+    "systemd ExecStartPre": lambda v: {"systemd": {"services": {"a": {
+        "script": "true", "serviceConfig": {"ExecStartPre": v}}}}},
+    "systemd WorkingDirectory": lambda v: {"systemd": {"services": {"a": {
+        "script": "true", "serviceConfig": {"WorkingDirectory": v}}}}},
+    "user extraGroups": lambda v: {"users": {"users": {"alice": {"extraGroups": [v]}},
+                                             "groups": {v: {}} if v.isidentifier() else {}}},
+})
+
+
 def generated(body: dict[str, Any], folder: Path) -> list[Any] | None:
     definition = folder / "probe.yaml"
     body = {**body, "image": {"name": "probe", **body.get("image", {})}}
@@ -117,9 +144,15 @@ PLAIN = {"image workingDir": "/srv", "s6 readiness": "/run/ready", "user home": 
          "s6 user": "app", "systemd User/Group": "root", "user group": "users",
          "etc text": "nameserver 127.0.0.1\n", "s6 execLogger": "cat"}
 
+PLAIN.update({"nginx location": "/api", "nginx root": "/srv", "nginx listen addr": "0.0.0.0",
+              "nginx return": "200 ok", "systemd WorkingDirectory": "/srv",
+              "systemd Environment": "A=b", "systemd ExecStartPre": "/bin/true",
+              "nix setting name": "cores", "user extraGroups": "web"})
+
 
 @pytest.mark.parametrize("place", sorted(PLACES))
 def test_each_place_takes_a_plain_value(place, tmp_path):
     files = generated(PLACES[place](PLAIN.get(place, "web")), tmp_path)
     assert files is not None
     assert_confined(files, tmp_path)
+

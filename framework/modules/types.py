@@ -159,6 +159,12 @@ account_field = string(r"[^:\x00-\x1f\x7f]*",
                        "(e.g. Alice Liddell)")
 account_path = string(r"/[^:\x00-\x1f\x7f]*",
                       "an absolute path without `:` or control characters (e.g. /home/alice)")
+# One nginx/nix.conf directive's value: a line break or control character would end it and
+# start another directive than the option says.
+line = string(r"[^\x00-\x1f\x7f]*", "one line of text, without control characters")
+# A name that nginx.conf puts before a `{` (a server name, a location): no braces or `;`.
+config_word = string(r"[^\x00-\x1f\x7f{};]+",
+                     "a name without `{`, `}`, `;` or control characters (e.g. /api or = /x)")
 env_name = string(r"[A-Za-z_][A-Za-z0-9_]{0,127}",
                   "an environment variable name: letters, digits and `_`, not starting with a "
                   "digit (e.g. HTTP_PORT)")

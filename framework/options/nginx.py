@@ -9,26 +9,27 @@ from framework.options import nginx_conf
 
 LOCATION = t.submodule(
     {
-        "root": option(t.null_or(t.str_), None, "Document root for this location."),
-        "return": option(t.null_or(t.str_), None, "nginx `return` (e.g. `200 plop`)."),
-        "proxyPass": option(t.null_or(t.str_), None, "Upstream URL to proxy to."),
+        "root": option(t.null_or(t.line), None, "Document root for this location."),
+        "return": option(t.null_or(t.line), None, "nginx `return` (e.g. `200 plop`)."),
+        "proxyPass": option(t.null_or(t.line), None, "Upstream URL to proxy to."),
         "extraConfig": option(t.str_, "", "Lines added inside the location block."),
     }
 )
 
 LISTEN = t.submodule(
     {
-        "addr": option(t.str_, "0.0.0.0", "Address to listen on."),
+        "addr": option(t.string(r"[A-Za-z0-9.:\[\]*_-]+", "an address (e.g. 0.0.0.0, [::], "
+                                "localhost)"), "0.0.0.0", "Address to listen on."),
         "port": option(t.port, 80, "Port to listen on."),
     }
 )
 
 VHOST = t.submodule(
     {
-        "root": option(t.null_or(t.str_), None, "Document root."),
+        "root": option(t.null_or(t.line), None, "Document root."),
         "listen": option(t.list_of(LISTEN), [], "Addresses; empty means 0.0.0.0:80.",
                          [{"addr": "0.0.0.0", "port": 8080}]),
-        "locations": option(t.attrs_of(LOCATION), {}, "Locations by path.",
+        "locations": option(t.attrs_of(LOCATION, t.config_word), {}, "Locations by path.",
                             {"/plop": {"return": "200 plop"}}),
     }
 )
@@ -85,7 +86,7 @@ MODULE = Module(
             "nginx": {
                 "enable": option(t.bool_, False, "Run nginx."),
                 "package": option(t.package, "nginx", "The Debian package providing nginx."),
-                "virtualHosts": option(t.attrs_of(VHOST), DEFAULT_VHOSTS,
+                "virtualHosts": option(t.attrs_of(VHOST, t.config_word), DEFAULT_VHOSTS,
                                        "Virtual hosts by server name.",
                                        {"localhost": {"root": "/srv/www"}}),
                 "appendHttpConfig": option(t.str_, "", "Lines added to the http block."),

@@ -11,7 +11,9 @@ from typing import Any
 from framework.modules import Config, Module, mk_default, option
 from framework.modules import types as t
 
-SETTING = t.either(t.bool_, t.int_, t.str_, t.list_of(t.str_))
+SETTING = t.either(t.bool_, t.int_, t.line, t.list_of(t.line))
+SETTING_NAME = t.string(r"[A-Za-z0-9][A-Za-z0-9._-]*",
+                        "a nix.conf setting name (e.g. experimental-features)")
 
 # nix-bin is the tools; fetching from https caches needs the CA bundle, and nix shells out
 # to a few coreutils programs when building.
@@ -53,7 +55,7 @@ MODULE = Module(
         "nix": {
             "enable": option(t.bool_, False, "Install nix (single-user)."),
             "settings": option(
-                t.attrs_of(SETTING),
+                t.attrs_of(SETTING, SETTING_NAME),
                 {},
                 "Written to /etc/nix/nix.conf (booleans true/false, lists space-separated). "
                 "With nix enabled, `sandbox = false` and an empty `build-users-group` are "

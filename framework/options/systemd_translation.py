@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from framework.errors import UserError
+
 # The options of a service and of its serviceConfig that the translation understands; any
 # other key (the submodules are freeform) is reported.
 SERVICE_KEYS = frozenset(
@@ -74,21 +76,31 @@ def command_line(command: str, *, main: bool) -> tuple[str, list[str]]:
     return (f"exec {words}" if main else words), unsupported
 
 
+def _environment_words(value: str | list[str] | None) -> list[str]:
+    """The words of Environment= lines (shell-style quotes); an unbalanced quote is the
+    definition's mistake, said as such."""
+    words = []
+    for line in [value] if isinstance(value, str) else value or []:
+        try:
+            words += shlex.split(line)
+        except ValueError as err:
+            raise UserError(f"serviceConfig.Environment line {line!r}: {err} (quotes must "
+                            "pair up); fix the quoting, e.g. `KEY=\"two words\"`") from err
+    return words
+
+
 def environment_assignments(value: str | list[str] | None) -> dict[str, str]:
     """systemd's Environment=: space-separated KEY=value words, shell-style quotes."""
-    lines = [value] if isinstance(value, str) else value or []
     out: dict[str, str] = {}
-    for line in lines:
-        for word in shlex.split(line):
-            key, sep, val = word.partition("=")
-            if sep:
-                out[key] = val
+    for word in _environment_words(value):
+        key, sep, val = word.partition("=")
+        if sep:
+            out[key] = val
     return out
 
 
 def bad_environment_words(value: str | list[str] | None) -> list[str]:
-    lines = [value] if isinstance(value, str) else value or []
-    return [w for line in lines for w in shlex.split(line) if "=" not in w]
+    return [w for w in _environment_words(value) if "=" not in w]
 
 
 def oneshot_posts(services: Mapping[str, Mapping[str, Any]], long_runs: set[str]) -> set[str]:
