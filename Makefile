@@ -36,10 +36,11 @@ demo: setup
 
 test: setup lint unit-tests sandbox-tests vm-tests
 
-# ruff, then shellcheck over every script the s6 module generates for the images here (and
+# ruff, mypy (framework/), then shellcheck over every script the s6 module generates for the images here (and
 # the VM's init.sh): what is interpolated into them is the definitions' input.
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m framework.s6.shellcheck images sandbox_tests/images vmtests/images \
 		framework/vm/docker-host.yaml
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import statistics
@@ -103,8 +104,8 @@ def run() -> dict[str, Any]:
         for attempt in range(3):
             cache = fresh_root(tmp / f"cache-{attempt}", debs_dir)
             out = tmp / f"out-{attempt}"
-            cold.append(_timed(lambda c=cache, o=out: _with(
-                c, lambda: build(definition, o, frozen=True))))
+            cold.append(_timed(functools.partial(
+                _with, cache, functools.partial(build, definition, out, frozen=True))))
         warm, etc_change = [], []
         for attempt in range(5):
             warm.append(_timed(lambda: _with(

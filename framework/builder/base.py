@@ -6,14 +6,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from framework.atomic import write_atomic
 from framework.builder.layercache import blob_dir
-from framework.builder.oci import LAYER_GZIP, LAYER_TAR, ImageLayer
+from framework.builder.oci import (
+    LAYER_GZIP,
+    LAYER_TAR,
+    ImageLayer,
+    archive_manifest,
+    archive_member,
+)
 from framework.digests import is_digest, verified_blob
 from framework.errors import UserError
 
@@ -57,20 +63,18 @@ def _from_layout(path: Path) -> BaseImage:
 
 def _from_archive(path: Path) -> BaseImage:
     """Copies each layer of a docker-archive into the blob cache, as it is stored."""
+    where = f"image.from {path}"
     with tarfile.open(path) as tar:
-        manifest = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
-        config = json.load(tar.extractfile(manifest["Config"]))  # type: ignore[arg-type]
+        manifest, config = archive_manifest(tar, where)
         diff_ids = config["rootfs"]["diff_ids"]
         history = _history(config, len(diff_ids), str(path))
         layers = []
         for i, name in enumerate(manifest["Layers"]):
-            data = tar.extractfile(name).read()  # type: ignore[union-attr]
+            data = archive_member(tar, name, where)
             digest = hashlib.sha256(data).hexdigest()
             target = blob_dir() / digest
             if not target.is_file():
-                tmp = target.with_name(f".{digest}.{os.getpid()}")
-                tmp.write_bytes(data)
-                os.replace(tmp, target)
+                write_atomic(target, data)
             kind = LAYER_GZIP if data[:2] == b"\x1f\x8b" else LAYER_TAR
             layers.append(ImageLayer(f"sha256:{digest}", diff_ids[i], len(data), target, kind,
                                      history[i]))

@@ -53,13 +53,13 @@ def _members(handle: BinaryIO, path: Path) -> dict[str, tuple[int, int]]:
     return members
 
 
-def _decompressed(name: str, raw: BinaryIO) -> BinaryIO:
+def _decompressed(name: str, raw: BinaryIO) -> BinaryIO | io.BufferedIOBase | io.RawIOBase:
     if name.endswith(".xz"):
-        return lzma.LZMAFile(raw)  # type: ignore[return-value]
+        return lzma.LZMAFile(raw)
     if name.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw)
     if name.endswith(".zst"):
-        return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw)
     if name.endswith(".tar"):
         return raw
     raise UserError(f"unsupported compression in .deb member {name}")

@@ -43,7 +43,7 @@ class LayerBlob:
 
 
 class _HashingWriter(io.RawIOBase):
-    def __init__(self, target: BinaryIO) -> None:
+    def __init__(self, target: BinaryIO | io.BufferedIOBase) -> None:
         self.target, self.hash, self.size = target, hashlib.sha256(), 0
 
     def writable(self) -> bool:
@@ -66,7 +66,7 @@ def with_parents(entries: Iterable[Entry], below: DirMeta | None = None) -> list
     entry replaces the lower one's metadata, so a parent takes it from `below` (the base's
     1777 /tmp, a package's www-data-owned directory) and is root 0755 only when unknown."""
     below = below or {}
-    by_path = {}
+    by_path: dict[str, Entry] = {}
     for entry in entries:
         by_path.setdefault(entry.path, entry)  # the first declaration wins
     for path in list(by_path):
@@ -121,11 +121,11 @@ def write_layer(entries: Iterable[Entry], mtime: int, directory: Path,
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".layer-")
     try:
         with os.fdopen(fd, "wb") as raw:
-            blob = _HashingWriter(raw)  # type: ignore[arg-type]
-            with gzip.GzipFile(filename="", mode="wb", fileobj=blob,  # type: ignore[arg-type]
+            blob = _HashingWriter(raw)
+            with gzip.GzipFile(filename="", mode="wb", fileobj=blob,
                                compresslevel=GZIP_LEVEL, mtime=0) as gz:
-                tar_hash = _HashingWriter(gz)  # type: ignore[arg-type]
-                with tarfile.open(fileobj=tar_hash, mode="w|",  # type: ignore[arg-type]
+                tar_hash = _HashingWriter(gz)
+                with tarfile.open(fileobj=tar_hash, mode="w|",
                                   format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
                     for entry in ordered:
                         tar.addfile(_tarinfo(entry, mtime), _content(entry, spool))

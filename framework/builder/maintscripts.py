@@ -142,7 +142,8 @@ def inventory(control: dict[str, dict[str, bytes]], files: dict[str, dict[str, s
         if not scripts:
             continue
         text = "\n".join(control[package][n].decode(errors="replace") for n in scripts)
-        covered, missing = [], []
+        covered: list[str] = []
+        missing: list[str] = []
         for action, pattern, handled in ACTIONS:
             if not re.search(pattern, text):
                 continue

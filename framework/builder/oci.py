@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.atomic import write_atomic
+from framework.errors import UserError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -164,3 +165,25 @@ def write_docker_archive(target: Path, config_blob: Path, layer_blobs: list[Path
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def archive_member(tar: tarfile.TarFile, name: str, where: str) -> bytes:
+    """The bytes of a file in a docker-archive, or one message naming what is missing."""
+    try:
+        handle = tar.extractfile(name)
+    except KeyError:
+        handle = None
+    if handle is None:
+        raise UserError(f"{where}: the docker-archive has no file {name!r}; give an archive "
+                        "written by `docker save`, skopeo or cimages")
+    return handle.read()
+
+
+def archive_manifest(tar: tarfile.TarFile, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A docker-archive's (first) manifest entry and its image config."""
+    try:
+        manifest = json.loads(archive_member(tar, "manifest.json", where))[0]
+        return manifest, json.loads(archive_member(tar, manifest["Config"], where))
+    except (ValueError, KeyError, IndexError, TypeError) as err:
+        raise UserError(f"{where}: not a valid docker-archive manifest ({err}); give an "
+                        "archive written by `docker save`, skopeo or cimages") from err

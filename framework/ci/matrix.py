@@ -13,6 +13,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from framework.ci import TIERS
 from framework.errors import UserError
@@ -46,13 +47,18 @@ class Cell:
         return {**self.as_hydra(), "tests": len(self.tests)}
 
 
+class CollectedTest(TypedDict):
+    nodeid: str
+    images: list[str]
+
+
 @dataclass(frozen=True)
 class Collected:
     """A tier's tests, and the project's images (its `cimages_images` folder)."""
 
     folder: str  # relative to the project's root
     images: list[str]
-    tests: list[dict[str, object]]
+    tests: list[CollectedTest]
 
 
 def collect(root: Path, tier: str) -> Collected:
@@ -87,7 +93,7 @@ def tier_cells(tier: str, collected: Collected) -> list[Cell]:
     them, so it is an error instead."""
     tests, images = collected.tests, collected.images
     for test in tests:
-        unknown = sorted(set(test["images"]) - set(images))  # type: ignore[call-overload]
+        unknown = sorted(set(test["images"]) - set(images))
         if unknown:
             raise UserError(
                 f"{test['nodeid']} names image `{unknown[0]}` in @pytest.mark.image(...), but "
@@ -96,10 +102,10 @@ def tier_cells(tier: str, collected: Collected) -> list[Cell]:
             )
     cells = []
     for image in images:
-        named = tuple(str(t["nodeid"]) for t in tests if image in t["images"])  # type: ignore[operator]
+        named = tuple(t["nodeid"] for t in tests if image in t["images"])
         if named:
             cells.append(Cell(image, tier, named))
-    untagged = tuple(str(t["nodeid"]) for t in tests if not t["images"])
+    untagged = tuple(t["nodeid"] for t in tests if not t["images"])
     if untagged:
         cells.append(Cell("", tier, untagged))
     return cells

@@ -19,8 +19,9 @@ class Console:
         self._log = log_path.open("ab")
         self._text = ""
         self._changed = threading.Condition()
-        self.child = pexpect.spawn(argv[0], argv[1:], preexec_fn=die_with_parent,
-                                   echo=False, timeout=None)
+        # No encoding: the serial console is bytes (the log keeps them as the guest sent).
+        self.child: pexpect.spawn[bytes] = pexpect.spawn(
+            argv[0], argv[1:], preexec_fn=die_with_parent, echo=False, timeout=None)
         self._reader = threading.Thread(target=self._read, name="vm-console", daemon=True)
         self._reader.start()
 

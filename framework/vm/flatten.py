@@ -14,8 +14,8 @@ import json
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Any
 
+from framework.builder.oci import archive_manifest
 from framework.vm.cache import cache_dir
 
 WHITEOUT = ".wh."
@@ -83,11 +83,10 @@ def flattened(archive_path: Path, key: str) -> Path:
         return out
     with tarfile.open(archive_path) as archive, \
             tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        manifest = json.load(archive.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        manifest, config = archive_manifest(archive, str(archive_path))
         layers = list(manifest["Layers"])
         if len(layers) <= 1:
             return archive_path
-        config: dict[str, Any] = json.load(archive.extractfile(manifest["Config"]))  # type: ignore[arg-type]
         layer = Path(tmp) / "layer.tar"
         diff_id = _merged_layer(archive, layers, layer)
         config["rootfs"] = {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]}
