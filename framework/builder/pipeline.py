@@ -102,8 +102,7 @@ def _generated_entries(files: list[ImageFile], ids: IdMap) -> list[Entry]:
         path = usr_path(f.path)
         uid = _resolve(f.user, ids.users, "user", f.path)
         gid = _resolve(f.group, ids.groups, "group", f.path)
-        kind = {"file": "file", "dir": "dir", "symlink": "symlink"}[f.kind]
-        by_path[path] = Entry(path, kind, f.mode, uid, gid, size=len(f.content),  # type: ignore[arg-type]
+        by_path[path] = Entry(path, f.kind, f.mode, uid, gid, size=len(f.content),
                               link=f.target, data=f.content if f.kind == "file" else None)
     return list(by_path.values())
 
@@ -136,7 +135,9 @@ def _read_files(deb: Path, prefix: str, suffix: str) -> dict[str, bytes]:
         for member in tar:
             path = usr_path(member.name)
             if member.isfile() and path.startswith(prefix) and path.endswith(suffix):
-                found[path] = tar.extractfile(member).read()  # type: ignore[union-attr]
+                data = tar.extractfile(member)
+                assert data is not None  # a regular file member always has data
+                found[path] = data.read()
     return found
 
 
