@@ -2,7 +2,9 @@
 
 Debian ships `s6` and `execline` but not s6-rc, so the ordering lives in a generated
 script (stage 2). Every script runs under `/bin/busybox sh` (Debian's `busybox`, one
-package with no dependencies beyond libc); services' own commands run under bash.
+package with no dependencies beyond libc); services' own commands run under bash. The
+scripts are made from the shell files in framework/s6/sh/, with only the per-service lines
+written by framework/s6/scripts.py (its docstring says how).
 
 Layout in the image:
     /etc/s6/init                 stage 1, the entry point: `init [STATE_DIR]`

@@ -1,7 +1,9 @@
-"""`python -m framework.s6.shellcheck [DEFINITION_OR_FOLDER...]`: every script the s6 module
-generates for these definitions, and the VM's init.sh, checked by shellcheck (Debian's
-`shellcheck`), as `make lint` does. The scripts run under busybox sh, which shellcheck
-knows as dash's dialect. Exit 0 when clean, 1 with shellcheck's findings, 2 on bad input."""
+"""`python -m framework.s6.shellcheck [DEFINITION_OR_FOLDER...]`: the shell files the s6
+scripts are made from (framework/s6/sh/*.sh, each a complete script or fragment), every script
+the s6 module generates from them for these definitions, and the VM's init.sh, checked by
+shellcheck (Debian's `shellcheck`), as `make lint` does. The scripts run under busybox sh,
+which shellcheck knows as dash's dialect. Exit 0 when clean, 1 with shellcheck's findings, 2
+on bad input."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from framework.errors import UserError, run_entry_point
 
 VM_INIT = Path(__file__).resolve().parents[1] / "vm" / "init.sh"
+SOURCES = Path(__file__).resolve().parent / "sh"
 TIMEOUT = 300
 
 
@@ -47,7 +50,8 @@ def check(paths: Sequence[str]) -> subprocess.CompletedProcess[str]:
     with tempfile.TemporaryDirectory(prefix="cimages-shellcheck-") as tmp:
         scripts = [s for d in definitions(paths) for s in generated_scripts(d, Path(tmp))]
         return subprocess.run(
-            ["shellcheck", "--shell=dash", "--severity=warning", str(VM_INIT), *map(str, scripts)],
+            ["shellcheck", "--shell=dash", "--severity=warning", str(VM_INIT),
+             *map(str, sorted(SOURCES.glob("*.sh"))), *map(str, scripts)],
             capture_output=True, text=True, timeout=TIMEOUT)
 
 
