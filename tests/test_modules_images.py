@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from framework.modules import evaluate
+from framework.options import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 PREDEFINED = ["empty", "hello", "s6", "nginx", "example", "example-systemd", "nix"]

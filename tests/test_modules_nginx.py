@@ -8,7 +8,7 @@ from pathlib import Path
 
 from module_defs import evaluate_yaml
 
-from framework.modules import evaluate
+from framework.options import evaluate
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 

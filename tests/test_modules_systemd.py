@@ -8,7 +8,7 @@ import pytest
 from module_defs import evaluate_yaml
 
 from framework.errors import UserError
-from framework.modules import evaluate
+from framework.options import evaluate
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from framework.builder.accounts import account_files, accounts
 from framework.builder.generated import GENERATORS
 from framework.errors import UserError
-from framework.modules import evaluate
+from framework.options import evaluate
 
 # Every character class a hostile value uses: quotes, $( ), newlines, .., /, NUL, spaces.
 HOSTILE = st.text(alphabet=st.sampled_from(list("aZ09_-.:/ \n\t'\"$()`;|&<>*?\\\x00\x7f@#=")),

@@ -14,29 +14,17 @@ import fcntl
 import re
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
 from framework.atomic import write_atomic
+from framework.builder.lockfile import LockedPackage
 from framework.builder.sources import DebianSources
 from framework.cache import cache_dir
 from framework.errors import UserError
 from framework.processes import die_with_parent
 
 APT_TIMEOUT = 600  # seconds; an update over a slow mirror can take minutes
-
-
-@dataclass(frozen=True)
-class Resolved:
-    name: str
-    version: str
-    architecture: str
-    sha256: str
-    size: int
-    installed_size: int  # KiB, as in the archive's Packages file
-    url: str
-    depends: tuple[str, ...]  # names of direct dependencies inside the closure
 
 
 def parse_paragraphs(text: str) -> list[dict[str, str]]:
@@ -161,7 +149,7 @@ class PrivateApt:
         if refresh or not self.has_lists():
             self.update()
 
-    def resolve(self, packages: list[str]) -> list[Resolved]:
+    def resolve(self, packages: list[str]) -> list[LockedPackage]:
         """The closure of `packages` (no recommends), each pinned with its archive hash."""
         if not packages:
             return []
@@ -183,7 +171,7 @@ class PrivateApt:
                 raise RuntimeError(f"apt-cache has no record for {url}")
             deps = dependency_names(record.get("Pre-Depends", "") + "," +
                                     record.get("Depends", ""))
-            result.append(Resolved(
+            result.append(LockedPackage(
                 name=record["Package"], version=record["Version"],
                 architecture=record["Architecture"], sha256=record["SHA256"],
                 size=int(record["Size"]), installed_size=int(record.get("Installed-Size", 0)),

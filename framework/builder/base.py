@@ -1,17 +1,16 @@
-"""`image.from`: a base image's layers and config, from an OCI layout, a docker-archive or
-another definition (built first)."""
+"""`image.from`: a base image's layers and config, from an OCI layout or a docker-archive
+(a definition is built by the pipeline first, which gives its layout here)."""
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framework.atomic import write_atomic
+from framework.builder import blobs
 from framework.builder.layercache import blob_dir
 from framework.builder.oci import (
     LAYER_GZIP,
@@ -71,22 +70,15 @@ def _from_archive(path: Path) -> BaseImage:
         layers = []
         for i, name in enumerate(manifest["Layers"]):
             data = archive_member(tar, name, where)
-            digest = hashlib.sha256(data).hexdigest()
-            target = blob_dir() / digest
-            if not target.is_file():
-                write_atomic(target, data)
+            blob = blobs.put(blob_dir(), data)
             kind = LAYER_GZIP if data[:2] == b"\x1f\x8b" else LAYER_TAR
-            layers.append(ImageLayer(f"sha256:{digest}", diff_ids[i], len(data), target, kind,
+            layers.append(ImageLayer(blob.digest, diff_ids[i], blob.size, blob.path, kind,
                                      history[i]))
     return BaseImage(layers, config)
 
 
-def load_base(ref: str, out_dir: Path, *, frozen: bool) -> BaseImage:
-    path = Path(ref)
-    if path.suffix in (".yaml", ".yml"):
-        from framework.builder.pipeline import build
-
-        return _from_layout(build(path, out_dir / "from" / path.stem, frozen=frozen).oci_dir)
+def load_base(path: Path) -> BaseImage:
+    """The layers and config of the OCI layout or docker-archive at `path`."""
     if path.is_dir() and (path / "index.json").is_file():
         return _from_layout(path)
     if path.is_file():

@@ -10,12 +10,10 @@ against the lock's sha256 like any other download.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
+from framework.builder import blobs
 from framework.builder.lockfile import LockedPackage
 from framework.builder.progress import Progress
 from framework.cache import cache_dir
@@ -123,23 +122,21 @@ def _download_verified(url: str, package: LockedPackage, progress: Progress) -> 
     target = cached_deb(package)
     if target.is_file():
         return
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
-    digest = hashlib.sha256()
     received = 0
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        with blobs.writing(target.parent, ".deb") as out, \
+                urllib.request.urlopen(url, timeout=TIMEOUT) as response:
             while chunk := response.read(1 << 16):
-                digest.update(chunk)
                 out.write(chunk)
                 received += len(chunk)
                 progress.advance(len(chunk))
-        if digest.hexdigest() != package.sha256:
-            raise UserError(
-                f"hash mismatch for {package.name} {package.version}: the lock says sha256 "
-                f"{package.sha256}, {url} gave {digest.hexdigest()} (the download was "
-                "deleted); if the archive really changed, run `cimages lock --update FILE`"
-            )
-        os.replace(tmp, target)
+            if out.hexdigest() != package.sha256:
+                raise UserError(
+                    f"hash mismatch for {package.name} {package.version}: the lock says "
+                    f"sha256 {package.sha256}, {url} gave {out.hexdigest()} (the download "
+                    "was deleted); if the archive really changed, run `cimages lock --update "
+                    "FILE`"
+                )
     except urllib.error.HTTPError as err:
         progress.advance(-received)
         if err.code == 404:
@@ -149,8 +146,6 @@ def _download_verified(url: str, package: LockedPackage, progress: Progress) -> 
     except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
         progress.advance(-received)  # the next attempt counts them again
         raise _Transient() from err
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def reverify(packages: list[LockedPackage]) -> None:

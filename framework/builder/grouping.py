@@ -9,8 +9,10 @@ each and all the others share the last layer. Ties break by name, so the groupin
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 
-def popularity(depends: dict[str, list[str]]) -> dict[str, int]:
+
+def popularity(depends: Mapping[str, Sequence[str]]) -> dict[str, int]:
     """depends: package -> its direct dependencies (within the image)."""
     dependents: dict[str, set[str]] = {name: set() for name in depends}
 
@@ -28,7 +30,7 @@ def popularity(depends: dict[str, list[str]]) -> dict[str, int]:
     return {name: len(users) + 1 for name, users in dependents.items()}
 
 
-def group_packages(depends: dict[str, list[str]], slots: int) -> list[list[str]]:
+def group_packages(depends: Mapping[str, Sequence[str]], slots: int) -> list[list[str]]:
     """Layers of packages, most popular first; at most `slots` of them."""
     score = popularity(depends)
     ranked = sorted(depends, key=lambda n: (-score[n], n))

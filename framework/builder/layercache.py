@@ -16,6 +16,7 @@ from typing import Any
 
 from framework.atomic import write_atomic
 from framework.builder.layer import LayerBlob
+from framework.builder.unpack import DebInfo
 from framework.cache import cache_dir
 from framework.digests import is_digest
 
@@ -55,10 +56,20 @@ def store(key: str, blob: LayerBlob) -> None:
     _atomic_json(cache_dir("layers") / f"{key}.json", value)
 
 
-def deb_info(sha256: str) -> dict[str, Any] | None:
-    path = cache_dir("info") / f"{sha256}.v{BUILDER_VERSION}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def _info_path(sha256: str) -> Path:
+    return cache_dir("info") / f"{sha256}.v{BUILDER_VERSION}.json"
 
 
-def store_deb_info(sha256: str, info: dict[str, Any]) -> None:
-    _atomic_json(cache_dir("info") / f"{sha256}.v{BUILDER_VERSION}.json", info)
+def deb_info(sha256: str) -> DebInfo | None:
+    """What unpacking the .deb found, if it was unpacked before."""
+    path = _info_path(sha256)
+    if not path.is_file():
+        return None
+    try:
+        return DebInfo.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # a damaged record: the .deb is unpacked again, which rewrites it
+
+
+def store_deb_info(sha256: str, info: DebInfo) -> None:
+    _atomic_json(_info_path(sha256), info.to_json())

@@ -7,15 +7,14 @@ the package's own layer, so a later build can check that it reproduced it.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from framework.builder.apt import Resolved
+from framework.atomic import write_atomic
 from framework.builder.sources import DebianSources
 from framework.digests import hex_of, is_hex
 from framework.errors import UserError
@@ -30,26 +29,58 @@ HEADER = (
 )
 
 
+# A package's fields under the keys the lock spells them with, in the lock's order.
+LOCK_KEYS = {"name": "name", "version": "version", "architecture": "architecture",
+             "sha256": "sha256", "size": "size", "installed_size": "installedSize",
+             "url": "url", "depends": "depends", "layer": "layer"}
+
+
 @dataclass(frozen=True)
 class LockedPackage:
+    """A Debian package pinned by version and archive hash: what apt resolves, the lock
+    records, the download fetches and the unpacking turns into a layer."""
+
     name: str
     version: str
     architecture: str
     sha256: str
     size: int
-    installedSize: int
+    installed_size: int  # KiB, as in the archive's Packages file
     url: str
-    depends: list[str] = field(default_factory=list)
-    layer: str | None = None
-
-    @classmethod
-    def from_resolved(cls, r: Resolved) -> LockedPackage:
-        return cls(r.name, r.version, r.architecture, r.sha256, r.size, r.installed_size,
-                   r.url, list(r.depends))
+    depends: tuple[str, ...] = ()  # names of direct dependencies inside the closure
+    layer: str | None = None  # digest of the package's own layer, once built
 
     @property
     def pin(self) -> tuple[str, str, str, str]:
         return (self.name, self.version, self.architecture, self.sha256)
+
+    # Kept for framework/bench/builder.py, which still spells the lock's key.
+    @property
+    def installedSize(self) -> int:
+        return self.installed_size
+
+    @classmethod
+    def from_resolved(cls, package: LockedPackage) -> LockedPackage:
+        """Kept for framework/bench/builder.py: apt resolves to this record already."""
+        return package
+
+    def to_lock(self) -> dict[str, Any]:
+        entry = {key: getattr(self, field) for field, key in LOCK_KEYS.items()}
+        entry["depends"] = list(self.depends)
+        if self.layer is None:
+            del entry["layer"]
+        return entry
+
+    @classmethod
+    def from_lock(cls, entry: dict[str, Any]) -> LockedPackage:
+        """One entry of a lock's `packages`; TypeError names a missing or unknown key."""
+        unknown = sorted(set(entry) - set(LOCK_KEYS.values()))
+        if unknown:
+            raise TypeError(f"unknown key {unknown[0]!r} in package {entry.get('name')!r}")
+        values = {field: entry[key] for field, key in LOCK_KEYS.items() if key in entry}
+        if "depends" in values:
+            values["depends"] = tuple(values["depends"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -75,7 +106,8 @@ def read_lock(path: Path) -> Lock | None:
         return None
     try:
         data = yaml.load(path.read_text(), Loader=_LOADER)
-        packages = [_checked(LockedPackage(**p), path) for p in data.get("packages") or []]
+        packages = [_checked(LockedPackage.from_lock(p), path)
+                    for p in data.get("packages") or []]
         return Lock(sorted(data.get("request") or []), sorted(packages, key=lambda p: p.name),
                     DebianSources.from_lock(data.get("debian")))
     except (yaml.YAMLError, TypeError, AttributeError) as err:
@@ -98,12 +130,7 @@ def _checked(package: LockedPackage, path: Path) -> LockedPackage:
 
 
 def write_lock(path: Path, lock: Lock, definition: Path) -> None:
-    packages = []
-    for p in sorted(lock.packages, key=lambda p: p.name):
-        entry = asdict(p)
-        if entry["layer"] is None:
-            del entry["layer"]
-        packages.append(entry)
+    packages = [p.to_lock() for p in sorted(lock.packages, key=lambda p: p.name)]
     text = HEADER.format(definition=definition.name) + yaml.dump(
         {"debian": lock.sources.as_lock(), "request": sorted(lock.request),
          "packages": packages},
@@ -111,8 +138,4 @@ def write_lock(path: Path, lock: Lock, definition: Path) -> None:
     )
     if path.is_file() and path.read_text() == text:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, text)

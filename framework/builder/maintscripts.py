@@ -132,7 +132,7 @@ def ca_bundle(certificates: dict[str, bytes]) -> list[ImageFile]:
     return [ImageFile("/etc/ssl/certs/ca-certificates.crt", content=pem)]
 
 
-def inventory(control: dict[str, dict[str, bytes]], files: dict[str, dict[str, str]]
+def inventory(control: dict[str, dict[str, str]], files: dict[str, dict[str, str]]
               ) -> dict[str, dict[str, list[str]]]:
     """Per package with maintainer scripts: the scripts, what is covered, what is not."""
     report = {}
@@ -141,7 +141,7 @@ def inventory(control: dict[str, dict[str, bytes]], files: dict[str, dict[str, s
                          if n in ("preinst", "postinst", "prerm", "postrm", "triggers"))
         if not scripts:
             continue
-        text = "\n".join(control[package][n].decode(errors="replace") for n in scripts)
+        text = "\n".join(control[package][n] for n in scripts)
         covered: list[str] = []
         missing: list[str] = []
         for action, pattern, handled in ACTIONS:

@@ -8,18 +8,17 @@ temporary name and renamed.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
-import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framework.atomic import write_atomic
+from framework.atomic import replacing, write_atomic
+from framework.builder import blobs
+from framework.builder.blobs import Blob
+from framework.builder.layer import LayerBlob
 from framework.errors import UserError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -37,6 +36,11 @@ class ImageLayer:
     media_type: str
     created_by: str  # the history line: which package(s) it holds
 
+    @classmethod
+    def of(cls, blob: LayerBlob, created_by: str) -> ImageLayer:
+        """A layer the builder wrote (always gzip)."""
+        return cls(blob.digest, blob.diff_id, blob.size, blob.path, LAYER_GZIP, created_by)
+
 
 def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
@@ -46,26 +50,8 @@ def _hex(digest: str) -> str:
     return digest.split(":", 1)[1]
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Puts a blob in place without rewriting one that is already there."""
-    if target.is_file():
-        return
-    tmp = target.with_name(f".{target.name}.{os.getpid()}")
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-
-
-def _put_blob(blobs: Path, data: bytes) -> dict[str, Any]:
-    digest = hashlib.sha256(data).hexdigest()
-    target = blobs / digest
-    if not target.is_file():
-        tmp = target.with_name(f".{digest}.{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
+def _descriptor(blob: Blob) -> dict[str, Any]:
+    return {"digest": blob.digest, "size": blob.size}
 
 
 def image_config(cfg: dict[str, Any], layers: list[ImageLayer],
@@ -101,37 +87,45 @@ def image_config(cfg: dict[str, Any], layers: list[ImageLayer],
     }
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What `write_layout` wrote."""
+
+    digest: str  # the manifest's, "sha256:..."
+    layers: list[Path]  # the layer blobs in the layout, base first
+    config: Path  # the config blob
+
+
 def write_layout(oci_dir: Path, config: dict[str, Any], layers: list[ImageLayer],
-                 ref: str) -> tuple[str, list[Path], Path]:
-    """Returns the manifest digest, the layer blob paths and the config blob path."""
-    blobs = oci_dir / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
+                 ref: str) -> Layout:
+    directory = oci_dir / "blobs" / "sha256"
+    directory.mkdir(parents=True, exist_ok=True)
     (oci_dir / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     paths = []
     for layer in layers:
-        target = blobs / _hex(layer.digest)
-        _link_or_copy(layer.path, target)
+        target = directory / _hex(layer.digest)
+        blobs.link(layer.path, target)
         paths.append(target)
-    config_desc = _put_blob(blobs, canonical_json(config))
+    config_blob = blobs.put(directory, canonical_json(config))
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, **config_desc},
+        "config": {"mediaType": OCI_CONFIG, **_descriptor(config_blob)},
         "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
                    for layer in layers],
     }
-    manifest_desc = _put_blob(blobs, canonical_json(manifest))
+    manifest_blob = blobs.put(directory, canonical_json(manifest))
     index = {
         "schemaVersion": 2,
-        "manifests": [{"mediaType": OCI_MANIFEST, **manifest_desc,
+        "manifests": [{"mediaType": OCI_MANIFEST, **_descriptor(manifest_blob),
                        "annotations": {"org.opencontainers.image.ref.name": ref}}],
     }
     write_atomic(oci_dir / "index.json", canonical_json(index))
-    keep = {p.name for p in paths} | {_hex(config_desc["digest"]), _hex(manifest_desc["digest"])}
-    for blob in blobs.iterdir():
-        if blob.name not in keep and not blob.name.startswith("."):
-            blob.unlink(missing_ok=True)
-    return manifest_desc["digest"], paths, blobs / _hex(config_desc["digest"])
+    keep = {p.name for p in paths} | {config_blob.hex, manifest_blob.hex}
+    for old in directory.iterdir():
+        if old.name not in keep and not old.name.startswith("."):
+            old.unlink(missing_ok=True)
+    return Layout(manifest_blob.digest, paths, config_blob.path)
 
 
 def write_docker_archive(target: Path, config_blob: Path, layer_blobs: list[Path],
@@ -142,29 +136,22 @@ def write_docker_archive(target: Path, config_blob: Path, layer_blobs: list[Path
         "RepoTags": [repo_tag],
         "Layers": [f"blobs/sha256/{p.name}" for p in layer_blobs],
     }]
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w",
-                                                      format=tarfile.PAX_FORMAT) as tar:
-            members = {f"blobs/sha256/{p.name}": p for p in [config_blob, *layer_blobs]}
-            for name in ("blobs", "blobs/sha256"):
-                info = tarfile.TarInfo(name)
-                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, mtime
-                tar.addfile(info)
-            for name in sorted(members):
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = members[name].stat().st_size, 0o644, mtime
-                with open(members[name], "rb") as blob:
-                    tar.addfile(info, blob)
-            data = json.dumps(manifest, separators=(",", ":")).encode()
-            info = tarfile.TarInfo("manifest.json")
-            info.size, info.mode, info.mtime = len(data), 0o644, mtime
-            tar.addfile(info, io.BytesIO(data))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(target) as raw, tarfile.open(fileobj=raw, mode="w",
+                                                format=tarfile.PAX_FORMAT) as tar:
+        members = {f"blobs/sha256/{p.name}": p for p in [config_blob, *layer_blobs]}
+        for name in ("blobs", "blobs/sha256"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, mtime
+            tar.addfile(info)
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = members[name].stat().st_size, 0o644, mtime
+            with open(members[name], "rb") as blob:
+                tar.addfile(info, blob)
+        data = json.dumps(manifest, separators=(",", ":")).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size, info.mode, info.mtime = len(data), 0o644, mtime
+        tar.addfile(info, io.BytesIO(data))
 
 
 def archive_member(tar: tarfile.TarFile, name: str, where: str) -> bytes:

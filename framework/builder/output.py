@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from framework.atomic import replace_directory
 from framework.errors import UserError
 
 MARKER = ".cimages-output"
@@ -106,16 +107,6 @@ def staged_output(out_dir: Path) -> Iterator[Stage]:
             yield stage
             entries = sorted(p.name for p in stage.path.iterdir())
             (stage.path / MARKER).write_text(json.dumps({"entries": entries}) + "\n")
-            _swap(stage.path, out_dir)
+            replace_directory(stage.path, out_dir)
         finally:
             shutil.rmtree(stage.path, ignore_errors=True)
-
-
-def _swap(new: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        new.rename(out_dir)
-        return
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    out_dir.rename(old)
-    new.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)

@@ -7,8 +7,8 @@ import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from framework.builder import layercache
 from framework.builder.deb import control_files
@@ -16,18 +16,26 @@ from framework.builder.download import reverify
 from framework.builder.layer import Entry, LayerBlob, write_layer
 from framework.builder.lockfile import LockedPackage
 from framework.builder.progress import Progress
-from framework.builder.unpack import IdMap, unpack_deb
+from framework.builder.unpack import DebInfo, IdMap, unpack_deb
 from framework.errors import UserError
 from framework.processes import die_with_parent
 
 
-def _owner_ids(info: dict[str, Any], ids: IdMap) -> dict[str, int | None]:
+@dataclass(frozen=True)
+class PackageLayer:
+    """One group's layer and what unpacking each of its .debs found, by sha256."""
+
+    blob: LayerBlob
+    infos: dict[str, DebInfo]
+
+
+def _owner_ids(info: DebInfo, ids: IdMap) -> dict[str, int | None]:
     table = {"user": ids.users, "group": ids.groups}
     return {n: table[n.split(":", 1)[0]].get(n.split(":", 1)[1])
-            for n in info["owner_names"]}
+            for n in info.owner_names}
 
 
-def _group_key(group: list[LockedPackage], infos: dict[str, Any], ids: IdMap,
+def _group_key(group: list[LockedPackage], infos: dict[str, DebInfo], ids: IdMap,
                mtime: int) -> str:
     return layercache.key_of(["packages", mtime, [
         [p.sha256, _owner_ids(infos[p.sha256], ids)] for p in group]])
@@ -44,50 +52,45 @@ def _status_entries(name: str, control: dict[str, bytes]) -> list[Entry]:
     return entries
 
 
-def _cached_layer(group: list[LockedPackage], ids: IdMap, mtime: int
-                  ) -> tuple[LayerBlob, dict[str, Any]] | None:
+def _cached_layer(group: list[LockedPackage], ids: IdMap, mtime: int) -> PackageLayer | None:
     """The layer from the cache, decided without opening a .deb; None on a miss."""
-    infos = {p.sha256: layercache.deb_info(p.sha256) for p in group}
-    if not all(infos.values()):
-        return None
+    infos = {}
+    for p in group:
+        if (info := layercache.deb_info(p.sha256)) is None:
+            return None
+        infos[p.sha256] = info
     hit = layercache.lookup(_group_key(group, infos, ids, mtime))
-    return (hit, infos) if hit else None
+    return PackageLayer(hit, infos) if hit else None
 
 
 def _write_package_layer(group: list[LockedPackage], debs: dict[str, Path], ids: IdMap,
-                         mtime: int) -> tuple[LayerBlob, dict[str, Any]]:
+                         mtime: int) -> PackageLayer:
     """Unpacks the group's .debs into one layer and caches it (runs in a worker process)."""
-    infos: dict[str, Any] = {}
+    infos: dict[str, DebInfo] = {}
     entries: list[Entry] = []
     with tempfile.TemporaryFile(prefix="cimages-spool-") as spool:
         for p in group:
             unpacked = unpack_deb(debs[p.name], ids, spool)
             control = control_files(debs[p.name])
-            infos[p.sha256] = {
-                "owner_names": sorted(unpacked.owner_names),
-                "files": unpacked.files,
-                "control": {k: v.decode("utf-8", "replace") for k, v in control.items()},
-                "skipped_devices": unpacked.skipped_devices,
-                "dirs": unpacked.dirs,
-            }
+            infos[p.sha256] = DebInfo.of(unpacked, control)
             layercache.store_deb_info(p.sha256, infos[p.sha256])
             entries += unpacked.entries + _status_entries(p.name, control)
         blob = write_layer(entries, mtime, layercache.blob_dir(), spool)
     layercache.store(_group_key(group, infos, ids, mtime), blob)
-    return blob, infos
+    return PackageLayer(blob, infos)
 
 
 def package_layers(groups: list[list[LockedPackage]], debs: dict[str, Path], ids: IdMap,
-                   mtime: int) -> tuple[list[tuple[LayerBlob, dict[str, Any]]], int]:
+                   mtime: int) -> tuple[list[PackageLayer], int]:
     """Each group's layer and its packages' infos, and how many layers were written."""
-    built: dict[int, tuple[LayerBlob, dict[str, Any]]] = {}
+    built: dict[int, PackageLayer] = {}
     for i, group in enumerate(groups):
         if hit := _cached_layer(group, ids, mtime):
             built[i] = hit
     # Largest first, so the workers finish together; processes, because tar parsing holds
     # the GIL. A single miss (the usual rebuild) is not worth a worker.
     misses = sorted((i for i in range(len(groups)) if i not in built),
-                    key=lambda i: -sum(p.installedSize for p in groups[i]))
+                    key=lambda i: -sum(p.installed_size for p in groups[i]))
     reverify([p for i in misses for p in groups[i]])
     if len(misses) == 1:
         built[misses[0]] = _write_package_layer(groups[misses[0]], debs, ids, mtime)
@@ -106,10 +109,10 @@ def package_layers(groups: list[list[LockedPackage]], debs: dict[str, Path], ids
     return [built[i] for i in range(len(groups))], len(misses)
 
 
-def check_conflicts(packages: list[LockedPackage], infos: dict[str, Any]) -> None:
+def check_conflicts(packages: list[LockedPackage], infos: dict[str, DebInfo]) -> None:
     owner: dict[str, tuple[str, str]] = {}
     for p in packages:
-        for path, fingerprint in infos[p.sha256]["files"].items():
+        for path, fingerprint in infos[p.sha256].files.items():
             seen = owner.setdefault(path, (p.name, fingerprint))
             if seen[1] != fingerprint:
                 raise UserError(

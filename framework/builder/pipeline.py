@@ -15,29 +15,23 @@ from typing import Any
 from framework.atomic import write_atomic
 from framework.builder import layercache, maintscripts
 from framework.builder.accounts import Accounts, account_files, accounts
-from framework.builder.base import load_base
+from framework.builder.base import BaseImage, load_base
 from framework.builder.deb import data_tar
 from framework.builder.download import download
 from framework.builder.generated import GENERATORS
 from framework.builder.grouping import group_packages
 from framework.builder.layer import DirMeta, Entry, LayerBlob, with_parents, write_layer
 from framework.builder.lockfile import Lock, LockedPackage, lock_path, write_lock
-from framework.builder.oci import (
-    LAYER_GZIP,
-    ImageLayer,
-    image_config,
-    write_docker_archive,
-    write_layout,
-)
+from framework.builder.oci import ImageLayer, image_config, write_docker_archive, write_layout
 from framework.builder.output import Stage, staged_output
 from framework.builder.packages import check_conflicts, package_layers
 from framework.builder.resolve import lock_for_build, requested
 from framework.builder.run import run_layer
 from framework.builder.sbom import spdx
-from framework.builder.unpack import MERGED_USR, IdMap, usr_path
+from framework.builder.unpack import MERGED_USR, DebInfo, IdMap, usr_path
 from framework.errors import UserError
 from framework.image_files import ImageFile
-from framework.modules import evaluate
+from framework.options import evaluate
 
 
 @dataclass
@@ -117,13 +111,13 @@ def _resolve(owner: str | int, table: dict[str, int], kind: str, path: str) -> i
     return table[owner]
 
 
-def _maintscript_files(packages: list[LockedPackage], infos: dict[str, Any],
+def _maintscript_files(packages: list[LockedPackage], infos: dict[str, DebInfo],
                        debs: dict[str, Path]) -> list[ImageFile]:
-    present = {path for p in packages for path in infos[p.sha256]["files"]}
-    postinsts = {p.name: infos[p.sha256]["control"].get("postinst", "") for p in packages}
+    present = {path for p in packages for path in infos[p.sha256].files}
+    postinsts = {p.name: infos[p.sha256].control.get("postinst", "") for p in packages}
     files = maintscripts.alternative_files(postinsts, present)
     for p in packages:
-        if any(path.startswith(maintscripts.CA_DIR) for path in infos[p.sha256]["files"]):
+        if any(path.startswith(maintscripts.CA_DIR) for path in infos[p.sha256].files):
             files += maintscripts.ca_bundle(_read_files(debs[p.name], maintscripts.CA_DIR,
                                                         ".crt"))
     return files
@@ -180,12 +174,12 @@ def _add_package_layers(layers: list[ImageLayer], groups: list[list[LockedPackag
         # A package the base image (built by cimages) already holds, byte for byte, is
         # not repeated: repeating it would also undo the base's generated files over it.
         if blob.digest not in in_base:
-            layers.append(ImageLayer(*_blob_fields(blob), label))
+            layers.append(ImageLayer.of(blob, label))
     return own_digests
 
 
 def _generated_layer(cfg: dict[str, Any], acc: Accounts, packages: list[LockedPackage],
-                     infos: dict[str, Any], debs: dict[str, Path], mtime: int,
+                     infos: dict[str, DebInfo], debs: dict[str, Path], mtime: int,
                      stats: _Stats) -> ImageLayer:
     """Accounts, what maintainer scripts would have made, and every GENERATORS' files."""
     files = account_files(acc) + _maintscript_files(packages, infos, debs)
@@ -194,10 +188,10 @@ def _generated_layer(cfg: dict[str, Any], acc: Accounts, packages: list[LockedPa
     below: DirMeta = {e.path: (e.mode, e.uid, e.gid) for e in _base_entries()
                       if e.kind == "dir"}
     for p in packages:
-        below.update({path: tuple(meta) for path, meta in infos[p.sha256]["dirs"].items()})
+        below.update(infos[p.sha256].dirs)
     blob = _memory_layer("generated", _generated_entries(files, acc.id_map()), mtime, stats,
                          below)
-    return ImageLayer(*_blob_fields(blob), "cimages: generated files (accounts, /etc, services)")
+    return ImageLayer.of(blob, "cimages: generated files (accounts, /etc, services)")
 
 
 def build(definition: Path | str, out_dir: Path | None = None, *,
@@ -223,6 +217,15 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
                    seconds=time.monotonic() - started)
 
 
+def _base_image(ref: str, out_dir: Path, frozen: bool) -> BaseImage:
+    """image.from: another definition is built first, into the output's `from/` folder,
+    and read back like any OCI layout."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml"):
+        path = build(path, out_dir / "from" / path.stem, frozen=frozen).oci_dir
+    return load_base(path)
+
+
 def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str, Path],
               acc: Accounts, stage: Stage, frozen: bool, stats: _Stats,
               warnings: list[str]) -> BuildResult:
@@ -231,7 +234,7 @@ def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str,
     mtime = _epoch(image["created"])
     ids = acc.id_map()
     out_dir = stage.path
-    base = load_base(image["from"], out_dir, frozen=frozen) if image["from"] else None
+    base = _base_image(image["from"], out_dir, frozen) if image["from"] else None
     fixed = (len(base.layers) if base else 1) + 1 + bool(image["run"])
     slots = image["maxLayers"] - fixed
     if slots < 1 and lock.packages:
@@ -244,36 +247,35 @@ def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str,
     built, written = package_layers(groups, debs, ids, mtime)
     stats.written += written
     stats.reused += len(groups) - written
-    infos = {sha: info for _, group_infos in built for sha, info in group_infos.items()}
+    infos = {sha: info for layer in built for sha, info in layer.infos.items()}
     check_conflicts(lock.packages, infos)
 
-    layers: list[ImageLayer] = list(base.layers) if base else [ImageLayer(
-        *_blob_fields(_memory_layer("base", _base_entries(), mtime, stats)),
+    layers: list[ImageLayer] = list(base.layers) if base else [ImageLayer.of(
+        _memory_layer("base", _base_entries(), mtime, stats),
         "cimages: merged-/usr symlinks and base directories")]
-    own_digests = _add_package_layers(layers, groups, [blob for blob, _ in built])
+    own_digests = _add_package_layers(layers, groups, [layer.blob for layer in built])
     layers.append(_generated_layer(cfg, acc, lock.packages, infos, debs, mtime, stats))
     if image["run"]:
         blob, reused = run_layer(image["run"], layers, mtime)
         stats.reused, stats.written = stats.reused + reused, stats.written + (not reused)
-        layers.append(ImageLayer(*_blob_fields(blob), "cimages: image.run: " +
-                                 "; ".join(image["run"])))
+        layers.append(ImageLayer.of(blob, "cimages: image.run: " + "; ".join(image["run"])))
 
     ref = f"{image['name']}:{image['tag']}"
     config = image_config(cfg, layers, base.config if base else None)
-    digest, paths, config_blob = write_layout(out_dir / "oci", config, layers, image["tag"])
+    layout = write_layout(out_dir / "oci", config, layers, image["tag"])
     archive = out_dir / f"{image['name'].replace('/', '_')}.tar"
-    _docker_archive(stage, archive, digest + ref,
-                    lambda: write_docker_archive(archive, config_blob, paths, ref, mtime))
+    _docker_archive(stage, archive, layout.digest + ref, lambda: write_docker_archive(
+        archive, layout.config, layout.layers, ref, mtime))
     sbom = out_dir / "sbom.spdx.json"
-    _write_json(sbom, spdx(ref, digest, image["created"], lock.packages))
+    _write_json(sbom, spdx(ref, layout.digest, image["created"], lock.packages))
     _write_json(out_dir / "maintainer-scripts.json", maintscripts.inventory(
-        {p.name: {k: v.encode() for k, v in infos[p.sha256]["control"].items()}
-         for p in lock.packages},
-        {p.name: infos[p.sha256]["files"] for p in lock.packages}))
+        {p.name: infos[p.sha256].control for p in lock.packages},
+        {p.name: infos[p.sha256].files for p in lock.packages}))
     _record_layers(definition, lock, own_digests, frozen, warnings)
     return BuildResult(
-        name=image["name"], tag=image["tag"], digest=digest, oci_dir=out_dir / "oci",
-        archive=archive, layers=paths, config=cfg, lock_path=lock_path(definition), sbom=sbom,
+        name=image["name"], tag=image["tag"], digest=layout.digest, oci_dir=out_dir / "oci",
+        archive=archive, layers=layout.layers, config=cfg, lock_path=lock_path(definition),
+        sbom=sbom,
         size=sum(layer.size for layer in layers), seconds=0.0,
         reused_layers=stats.reused, written_layers=stats.written, warnings=warnings,
         package_layers=own_digests,
@@ -295,6 +297,3 @@ def _docker_archive(stage: Stage, archive: Path, identity: str, write: Callable[
     write()
     marker.write_text(identity)
 
-
-def _blob_fields(blob: LayerBlob) -> tuple[str, str, int, Path, str]:
-    return blob.digest, blob.diff_id, blob.size, blob.path, LAYER_GZIP

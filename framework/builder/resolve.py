@@ -31,12 +31,11 @@ def lock_definition(definition: Path, request: Request, *, update: bool = False)
     whose pin did not move. `update` refreshes apt's lists first."""
     path = lock_path(definition)
     old = read_lock(path)
+    packages: list[LockedPackage] = []
     if request.packages:
         apt = PrivateApt(request.sources)
         apt.ensure_lists(refresh=update)
-        packages = [LockedPackage.from_resolved(r) for r in apt.resolve(request.packages)]
-    else:
-        packages = []
+        packages = apt.resolve(request.packages)
     if old is not None:
         layers = {p.name: p.layer for p in old.packages if p.layer}
         pins = {p.name: p.pin for p in old.packages}

@@ -13,10 +13,10 @@ import hashlib
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from framework.builder.deb import data_tar
-from framework.builder.layer import Entry
+from framework.builder.layer import DirMeta, Entry
 
 # Debian's merged-/usr: each of these is a symlink to usr/<name> in the base layer.
 MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -46,8 +46,40 @@ class Unpacked:
     files: dict[str, str]
     owner_names: set[str]  # "user:NAME"/"group:NAME" a member was owned by (not root)
     # Directories that are not root 0755: what a later layer must keep for them.
-    dirs: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    dirs: DirMeta = field(default_factory=dict)
     skipped_devices: int = 0
+
+
+@dataclass(frozen=True)
+class DebInfo:
+    """What unpacking a .deb found, apart from its entries: cached by the .deb's sha256
+    (`layercache.deb_info`), so a warm build decides its layer hits, checks file conflicts
+    and writes the generated layer without opening a .deb."""
+
+    owner_names: tuple[str, ...]  # sorted, as in Unpacked
+    files: dict[str, str]  # as in Unpacked
+    control: dict[str, str]  # the control archive's files, decoded (bad bytes replaced)
+    dirs: DirMeta  # as in Unpacked
+    skipped_devices: int
+
+    @classmethod
+    def of(cls, unpacked: Unpacked, control: dict[str, bytes]) -> DebInfo:
+        return cls(tuple(sorted(unpacked.owner_names)), unpacked.files,
+                   {k: v.decode("utf-8", "replace") for k, v in control.items()},
+                   unpacked.dirs, unpacked.skipped_devices)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"owner_names": list(self.owner_names), "files": self.files,
+                "control": self.control, "dirs": self.dirs,
+                "skipped_devices": self.skipped_devices}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DebInfo:
+        """The record `to_json` made; KeyError, TypeError or ValueError when it is not."""
+        dirs = {path: (int(mode), int(uid), int(gid))
+                for path, (mode, uid, gid) in data["dirs"].items()}
+        return cls(tuple(data["owner_names"]), dict(data["files"]), dict(data["control"]),
+                   dirs, int(data["skipped_devices"]))
 
 
 def unpack_deb(deb: Path, ids: IdMap, spool: BinaryIO) -> Unpacked:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from framework.atomic import replace_directory
 from framework.cache import cache_dir
 from framework.errors import UserError
 
@@ -45,6 +46,5 @@ def generate(results: list[Path], out: Path) -> Path:
     )
     if result.returncode or not (staging / "index.html").exists():
         raise UserError(f"allure generate failed:\n{result.stdout}{result.stderr}")
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    replace_directory(staging, out)
     return out

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from framework.builder.check import check
-    from framework.modules import evaluate
+    from framework.options import evaluate
 
     definition = Path(args.file)
     name = evaluate(definition).config["image"]["name"]

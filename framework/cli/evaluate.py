@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from framework.modules import evaluate
+from framework.options import evaluate
 
 
 def register(sub: argparse._SubParsersAction) -> None:

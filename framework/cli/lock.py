@@ -7,7 +7,7 @@ from pathlib import Path
 
 from framework.builder.lockfile import lock_path
 from framework.builder.resolve import lock_definition, requested
-from framework.modules import evaluate
+from framework.options import evaluate
 
 
 def register(sub: argparse._SubParsersAction) -> None:

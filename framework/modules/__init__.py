@@ -2,7 +2,8 @@
 
 from framework.modules.evaluate import Evaluation, evaluate
 from framework.modules.nodes import mk_default, mk_force
-from framework.modules.option import REQUIRED, Config, Module, Option, option
+from framework.modules.option import Config, Module, option
+from framework.modules.types import REQUIRED, Option
 
 __all__ = [
     "REQUIRED",

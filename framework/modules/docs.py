@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from framework.modules.option import REQUIRED, Module, Option
-from framework.modules.types import AttrsOf, ListOf, NullOr, Submodule, join
+from framework.modules.option import Module
+from framework.modules.types import REQUIRED, AttrsOf, ListOf, NullOr, Option, Submodule, join
 
 
 def _nested(option: Option) -> tuple[str, Submodule] | None:

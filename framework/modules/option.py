@@ -1,4 +1,5 @@
-"""Declaring options (typed, documented) and the modules that own them."""
+"""Declaring options (typed, documented) and the modules that own them. `Option` and
+`REQUIRED` live with the types, whose tree merge reads them; they are exported here too."""
 
 from __future__ import annotations
 
@@ -7,23 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framework.modules.types import OptionType
+from framework.modules.types import REQUIRED, Option, OptionType
 
-
-class _Required:
-    def __repr__(self) -> str:
-        return "<required>"
-
-
-REQUIRED: Any = _Required()
-
-
-@dataclass(frozen=True)
-class Option:
-    type: OptionType
-    default: Any = REQUIRED
-    description: str = ""
-    example: Any = None
+__all__ = ["REQUIRED", "Config", "Module", "Option", "OptionTree", "option"]
 
 
 def option(

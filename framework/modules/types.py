@@ -1,11 +1,16 @@
-"""Option types: each checks its definitions and merges them into one value.
+"""Option types: each checks its definitions and merges them into one value; options
+(a type, a default, docs) and the merge of located definitions against a tree of them.
 
 Merge rules (SPEC section 3): mappings recurse key by key, lists concatenate in definition
 order, scalars must agree unless priorities (`!default` < plain < `!force`) decide.
+
+The tree merge lives here, with the types, because the two recurse into each other: a
+submodule's value is a tree merge, and a tree merge merges each option through its type.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.errors import UserError
-from framework.modules.nodes import FORCE, Node, describe
+from framework.modules.nodes import FORCE, Loc, Node, describe, to_node
 
 
 def join(path: str, key: str) -> str:
@@ -40,6 +45,22 @@ class OptionType:
     def matches_shape(self, node: Node) -> bool:
         """Whether a definition looks like this type (used by `either`)."""
         return not isinstance(node.value, dict | list)
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Option:
+    type: OptionType
+    default: Any = REQUIRED
+    description: str = ""
+    example: Any = None
 
 
 @dataclass
@@ -289,8 +310,6 @@ class Submodule(OptionType):
     description: str = "submodule"
 
     def merge(self, path: str, defs: list[Node]) -> dict[str, Any]:
-        from framework.modules.merge import merge_tree
-
         _mapping_defs(path, defs, "a mapping of options")
         return merge_tree(self.options, defs, path, freeform=self.freeform)
 
@@ -334,3 +353,57 @@ class Anything(OptionType):
 
 
 anything = Anything()
+
+
+class Missing:
+    """Placeholder for a required option nobody defined; evaluation reports it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"<missing {self.path}>"
+
+
+def unknown_option(path: str, node: Node, known: list[str]) -> UserError:
+    leaf = path.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
+    parent = path.rsplit(".", 1)[0] if "." in path else ""
+    if close:
+        hint = f"did you mean `{join(parent, close[0])}`?"
+    else:
+        hint = f"the options here are: {', '.join(sorted(known))}" if known else ""
+    return UserError(f"{node.loc}: unknown option `{path}`; {hint}".rstrip("; "))
+
+
+def merge_tree(
+    decls: Mapping[str, Any], defs: list[Node], path: str = "", freeform: bool = False
+) -> dict[str, Any]:
+    children: dict[str, list[Node]] = {}
+    for node in defs:
+        for key, child in node.value.items():
+            if key not in decls and not freeform:
+                raise unknown_option(join(path, key), child, list(decls))
+            children.setdefault(key, []).append(child)
+
+    out: dict[str, Any] = {}
+    for key, decl in decls.items():
+        sub = join(path, key)
+        found = children.get(key, [])
+        if isinstance(decl, Option):
+            if found:
+                out[key] = decl.type.merge(sub, found)
+            elif decl.default is REQUIRED:
+                out[key] = Missing(sub)
+            else:
+                # Through the type, so a submodule default gets its sub-options' defaults.
+                out[key] = decl.type.merge(sub, [to_node(decl.default, Loc(f"default of {sub}"))])
+        else:
+            for node in found:
+                if not isinstance(node.value, dict):
+                    raise type_error(sub, node, "a mapping of options")
+            out[key] = merge_tree(decl, found, sub)
+    for key, found in children.items():
+        if key not in decls:
+            out[key] = anything.merge(join(path, key), found)
+    return out
