@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 APT_PACKAGES := qemu-system-x86 qemu-utils bubblewrap skopeo mmdebstrap s6 execline \
-	apt-utils e2fsprogs xz-utils zstd chromium debian-archive-keyring nix-bin shellcheck
+	apt-utils e2fsprogs xz-utils zstd chromium debian-archive-keyring nix-bin shellcheck \
+	docker-registry podman runc
 # Runs pytest on a tier only once it holds tests, so a missing tier is said, not hidden.
 define run_tier
 	@if compgen -G "$(1)/test_*.py" >/dev/null; then \

@@ -15,7 +15,7 @@ from framework.atomic import write_atomic
 from framework.errors import run_entry_point
 
 # Each entry: a module under framework.bench exposing `run() -> dict[str, object]`.
-BENCHMARKS: list[str] = ["builder", "sandbox", "vm"]
+BENCHMARKS: list[str] = ["builder", "sandbox", "vm", "publish"]
 
 
 def main(names: list[str]) -> int:

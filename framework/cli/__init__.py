@@ -11,7 +11,8 @@ from framework.errors import run_entry_point
 
 # Imported inside main(): their imports (yaml, the builder) take long enough that a Ctrl-C
 # during them must end as an interrupt, not a traceback.
-COMMANDS = ["evaluate", "options", "matrix", "ci_cell", "report", "build", "lock", "init", "vm"]
+COMMANDS = ["evaluate", "options", "matrix", "ci_cell", "report", "build", "lock", "init", "vm",
+            "push", "copy"]
 
 
 def parser() -> argparse.ArgumentParser:

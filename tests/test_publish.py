@@ -1,0 +1,276 @@
+"""cimages push and copy against the real parts: Debian's docker-registry (distribution 2.8)
+on a free 127.0.0.1 port with its own storage and config (one with htpasswd auth), skopeo,
+and Debian's podman with a store of the test's own."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from framework.builder import build
+from framework.net import free_port
+from framework.publish.local_registry import CountingProxy, LocalRegistry
+from framework.publish.push import push_layout
+from framework.publish.reference import parse
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = ROOT / "images" / "hello.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+def cimages(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "framework", *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=300)
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", *args], capture_output=True, text=True, check=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    with LocalRegistry(tmp_path / "registry") as running:
+        yield running
+
+
+@pytest.fixture
+def auth_registry(tmp_path):
+    password = "pw-" + secrets.token_hex(12)
+    with LocalRegistry(tmp_path / "auth-registry", users={"alice": password}) as running:
+        yield running, password
+
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory):
+    return build(HELLO, tmp_path_factory.mktemp("hello-out"), frozen=True)
+
+
+def push_json(definition: Path, ref: str, out: Path, *extra: str,
+              env: dict[str, str] | None = None) -> dict:
+    done = cimages("push", str(definition), ref, "--frozen", "--tls-verify=false", "-o",
+                   str(out), "--json", *extra, env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def manifest_status(address: str, repository: str, tag: str) -> int:
+    conn = http.client.HTTPConnection(address, timeout=10)
+    try:
+        conn.request("HEAD", f"/v2/{repository}/manifests/{tag}", headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_push_then_inspect_and_pull_by_digest_give_the_same_digest(registry, tmp_path):
+    digestfile = tmp_path / "digest"
+    pushed = push_json(HELLO, f"docker://{registry.address}/hello:1.2", tmp_path / "out",
+                       "--digestfile", str(digestfile))
+    digest = pushed["digest"]
+    assert digestfile.read_text() == digest and pushed["reference"].endswith("/hello:1.2")
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false",
+                                  f"docker://{registry.address}/hello:1.2").stdout)
+    assert inspected["Digest"] == digest
+    # A pull by digest: the registry's manifest is the built one, byte for byte.
+    skopeo("copy", "--src-tls-verify=false", f"docker://{registry.address}/hello@{digest}",
+           f"oci:{tmp_path / 'pulled'}:pulled")
+    index = json.loads((tmp_path / "pulled/index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [digest]
+    built = json.loads((tmp_path / "out/oci/blobs/sha256" / digest[7:]).read_text())
+    assert {layer["digest"] for layer in built["layers"]} == \
+        set(json.loads(skopeo("inspect", "--tls-verify=false",
+                              f"docker://{registry.address}/hello@{digest}").stdout)["Layers"])
+    # The tag defaults to the image's own.
+    assert push_json(HELLO, f"{registry.address}/hello", tmp_path / "out")["reference"] \
+        .endswith("/hello:latest")
+
+
+def test_second_push_uploads_no_layer_bytes(registry, tmp_path):
+    """Counted twice: by the push, and by a relay that counts what the client sends."""
+    with CountingProxy(registry.port) as proxy:
+        first = push_json(HELLO, f"{proxy.address}/hello:1", tmp_path / "out")
+        first_wire = proxy.reset()
+        second = push_json(HELLO, f"{proxy.address}/hello:1", tmp_path / "out")
+        second_wire = proxy.reset()
+    layers = first["blobs"] - 1
+    assert first["sent"]["blobs"] == first["blobs"] and first_wire > first["sent"]["bytes"]
+    assert second["sent"] == {"blobs": 0, "bytes": second["sent"]["manifestBytes"],
+                              "layerBytes": 0, "configBytes": 0,
+                              "manifestBytes": second["sent"]["manifestBytes"]}
+    assert second["skipped"]["blobs"] == layers + 1 and second["skipped"]["present"] == layers + 1
+    # On the wire: the manifest and one HEAD per blob, nothing of the layers' megabytes.
+    assert second_wire < second["sent"]["manifestBytes"] + 400 * (layers + 4)
+    assert first["sent"]["layerBytes"] > 1_000_000
+
+
+def test_a_blob_in_another_repository_is_mounted_not_uploaded(registry, tmp_path):
+    push_json(HELLO, f"{registry.address}/team/hello:1", tmp_path / "out")
+    other = push_json(HELLO, f"{registry.address}/other/hello:1", tmp_path / "out")
+    assert other["sent"]["blobs"] == 0
+    assert other["skipped"]["mounted"] == other["blobs"]
+    assert json.loads(skopeo("inspect", "--tls-verify=false",
+                             f"docker://{registry.address}/other/hello:1").stdout)["Digest"] \
+        == other["digest"]
+
+
+def test_an_interrupted_push_leaves_no_manifest_and_a_retry_resumes(registry, hello):
+    ref = parse(f"{registry.address}/hello:half", "half")
+    settled: list[str] = []
+
+    def interrupt_after_three(kind: str, digest: str, size: int) -> None:
+        settled.append(digest)
+        if len(settled) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C does half-way
+
+    with pytest.raises(KeyboardInterrupt):
+        push_layout(hello.oci_dir, hello.digest, ref, tls_verify=False,
+                    observer=interrupt_after_three)
+    assert manifest_status(registry.address, "hello", "half") == 404
+    assert len(registry.stored_blobs()) >= 3
+    retry = push_layout(hello.oci_dir, hello.digest, ref, tls_verify=False)
+    assert set(settled[:3]) <= set(retry.present)
+    assert len(retry.sent) + len(retry.present) == len(hello.layers) + 1
+    assert manifest_status(registry.address, "hello", "half") == 200
+
+
+def test_a_push_killed_mid_upload_leaves_no_manifest_and_a_retry_resumes(registry, tmp_path):
+    """SIGKILL (no clean-up at all) once a few MB of nginx's 34 MB went out."""
+    nginx = ROOT / "images" / "nginx.yaml"
+    build(nginx, tmp_path / "out", frozen=True)  # the push below then only pushes
+    with CountingProxy(registry.port) as proxy:
+        push = subprocess.Popen([sys.executable, "-m", "framework", "push", str(nginx),
+                                 f"{proxy.address}/nginx:killed", "--frozen", "-o",
+                                 str(tmp_path / "out"), "--tls-verify=false"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while proxy.sent < 4_000_000 and push.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.005)
+        finally:
+            push.kill()
+            push.wait(timeout=30)
+        assert push.returncode == -signal.SIGKILL, "the push ended before it was killed"
+    assert manifest_status(registry.address, "nginx", "killed") == 404
+    retry = push_json(nginx, f"{registry.address}/nginx:killed", tmp_path / "out")
+    assert retry["skipped"]["present"] > 0 and retry["sent"]["blobs"] > 0
+    assert manifest_status(registry.address, "nginx", "killed") == 200
+
+
+def auth_file(path: Path, address: str, user: str, password: str) -> Path:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {address: {"auth": token}}}))
+    return path
+
+
+def test_push_to_an_authenticating_registry(auth_registry, tmp_path):
+    running, password = auth_registry
+    address = running.address
+    good = auth_file(tmp_path / "auth.json", address, "alice", password)
+    pushed = push_json(HELLO, f"{address}/private/hello:1", tmp_path / "out",
+                       env={"REGISTRY_AUTH_FILE": str(good)})
+    assert pushed["sent"]["blobs"] == pushed["blobs"]
+    home = tmp_path / "home"
+    home.mkdir()
+    no_credentials = {"HOME": str(home), "REGISTRY_AUTH_FILE": "", "XDG_RUNTIME_DIR": "",
+                      "DOCKER_CONFIG": ""}
+    refused = cimages("push", str(HELLO), f"{address}/private/hello:1", "--frozen",
+                      "--tls-verify=false", "-o", str(tmp_path / "out"), env=no_credentials)
+    assert refused.returncode == 2
+    assert "asks for credentials" in refused.stderr and "login" in refused.stderr
+    wrong = "wrong-" + secrets.token_hex(8)
+    bad = auth_file(tmp_path / "bad.json", address, "alice", wrong)
+    refused = cimages("push", str(HELLO), f"{address}/private/hello:1", "--frozen",
+                      "--tls-verify=false", "-o", str(tmp_path / "out"), "--authfile", str(bad))
+    assert refused.returncode == 2 and "refused the credentials of user `alice`" in refused.stderr
+    for secret in (password, wrong, base64.b64encode(f"alice:{wrong}".encode()).decode()):
+        assert secret not in refused.stdout + refused.stderr
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["push", "127.0.0.1:{closed}/hello:1", "--tls-verify=false"], "is not reachable"),
+    (["push", "{registry}/hello:1"], "pass --tls-verify=false"),
+    (["push", "localhost:5000/Hello:1"], "is not a registry reference"),
+    (["push", "localhost:5000/hello:-1"], "is not a registry reference"),
+    (["push", "oci-archive:/tmp/x.tar"], "use `cimages copy"),
+    (["copy", "ftp://example/hello"], "names no destination"),
+    (["copy", "docker-daemon:hello:1"], "no Docker daemon answers"),
+])
+def test_bad_input_is_one_message_and_exit_2(registry, tmp_path, args, expected):
+    args = [a.format(closed=free_port(), registry=registry.address) for a in args]
+    done = cimages(args[0], str(HELLO), *args[1:], "--frozen", "-o", str(tmp_path / "out"),
+                   env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"})
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_copy_to_archives_is_readable_by_skopeo(hello, tmp_path):
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    oci_archive, docker_archive = archives / "hello.oci.tar", archives / "hello.docker.tar"
+    for destination in (f"oci-archive:{oci_archive}", f"docker-archive:{docker_archive}"):
+        done = cimages("copy", str(HELLO), destination, "--frozen", "-o",
+                       str(tmp_path / "out"))
+        assert done.returncode == 0, done.stderr
+    assert json.loads(skopeo("inspect", f"oci-archive:{oci_archive}").stdout)["Digest"] == \
+        hello.digest
+    inspected = json.loads(skopeo("inspect", f"docker-archive:{docker_archive}").stdout)
+    assert len(inspected["Layers"]) == len(hello.layers)
+    tags = json.loads(subprocess.run(["tar", "-xOf", str(docker_archive), "manifest.json"],
+                                     capture_output=True, check=True).stdout)[0]["RepoTags"]
+    assert tags == ["docker.io/library/hello:latest"]
+    # A file that is no archive of that kind is not written over.
+    precious = archives / "notes.txt"
+    precious.write_text("mine")
+    done = cimages("copy", str(HELLO), f"oci-archive:{precious}", "--frozen", "-o",
+                   str(tmp_path / "out"))
+    assert done.returncode == 2 and "is not an oci-archive" in done.stderr
+    assert precious.read_text() == "mine"
+    assert sorted(p.name for p in archives.iterdir()) == \
+        ["hello.docker.tar", "hello.oci.tar", "notes.txt"]  # no temporary file left
+
+
+@pytest.fixture
+def podman_store():
+    """A store of the test's own (podman wants a runroot under 50 characters)."""
+    if shutil.which("podman") is None:
+        pytest.fail("podman is not installed: `apt-get install podman` (make setup does)")
+    folder = Path(tempfile.mkdtemp(prefix="cimages-podman-", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_copy_to_podman_runs_hello(podman_store, tmp_path):
+    root, run = podman_store / "root", podman_store / "run"
+    store = [f"--root={root}", f"--runroot={run}", "--storage-driver=vfs",
+             f"--tmpdir={podman_store}/tmp"]
+    destination = f"containers-storage:[vfs@{root}+{run}]hello:copied"
+    done = cimages("copy", str(HELLO), destination, "--frozen", "-o", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    # runc, not crun: this host's hybrid cgroups are refused by Debian 12's crun. The
+    # explicit limits: podman's defaults exceed the hard limits a container host may set.
+    runtime = ["--runtime", "runc"] if shutil.which("runc") else []
+    ran = subprocess.run(["podman", *store, *runtime, "run", "--rm", "--network=none",
+                          "--ulimit=nofile=1024:1024", "--ulimit=nproc=1024:1024",
+                          "hello:copied"], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert "Hello, world!" in ran.stdout
