@@ -5,7 +5,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from framework.modules import Evaluation, evaluate
+from framework.modules import Evaluation
+from framework.options import evaluate
 
 
 def evaluate_yaml(tmp_path: Path, text: str, name: str = "image.yaml") -> Evaluation:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from framework.modules import evaluate
 from framework.modules.nodes import DEFAULT, FORCE, NORMAL, Loc, to_node
 from framework.modules.types import anything, attrs_of, int_, list_of, str_
+from framework.options import evaluate
 
 # ---- on files ---------------------------------------------------------------------------
 

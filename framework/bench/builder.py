@@ -30,7 +30,7 @@ from framework.builder.download import cached_deb, download
 from framework.builder.lockfile import LockedPackage, lock_path, read_lock
 from framework.builder.resolve import lock_definition, requested
 from framework.cache import fresh_root, using
-from framework.modules import evaluate
+from framework.options import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = ROOT / "images" / "nginx.yaml"
@@ -114,11 +114,10 @@ def run() -> dict[str, Any]:
             etc_change.append(_timed(lambda: _with(
                 cache, lambda: build(definition, out, frozen=True))))
         result = _with(cache, lambda: build(definition, out, frozen=True))
-        installed = sum(p.installedSize for p in lock.packages) * 1024
+        installed = sum(p.installed_size for p in lock.packages) * 1024
         uncompressed = sum(_tar_size(p) for p in result.layers)
 
-        essential = [LockedPackage.from_resolved(r) for r in
-                     PrivateApt(lock.sources).resolve([*lock.request, "?essential"])]
+        essential = PrivateApt(lock.sources).resolve([*lock.request, "?essential"])
         download(essential)
         repo = _local_repo(tmp / "repo", list({p.sha256: p for p in
                                                [*lock.packages, *essential]}.values()))

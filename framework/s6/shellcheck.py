@@ -30,7 +30,7 @@ def definitions(paths: Sequence[str]) -> list[Path]:
 
 
 def generated_scripts(definition: Path, into: Path) -> list[Path]:
-    from framework.modules import evaluate
+    from framework.options import evaluate
     from framework.s6.files import image_files
 
     written = []
