@@ -10,6 +10,7 @@ import pytest
 
 from framework.builder import build
 from framework.errors import UserError
+from framework.target import CommandFailed, TargetDied, WaitTimeout
 
 EXIT_CODES = "images/exit-codes.yaml"
 
@@ -143,3 +144,29 @@ def test_a_background_process_holding_the_output_does_not_hang_a_command(sandbox
     began = time.monotonic()
     assert box.succeed("sleep 30 & echo started") == "started\n"
     assert time.monotonic() - began < 5
+
+
+def test_the_shared_contract_in_the_sandbox(sandbox):
+    """The vocabulary and errors the VM tier has too (framework.target): port waits, a
+    failed check as an AssertionError with its fields, a timeout with the last output."""
+    box = sandbox("images/slow-listener.yaml")
+    box.wait_for_open_port(8080)
+    assert box.read_file("/etc/www/index.html") == "provisioned\n"
+    with pytest.raises(CommandFailed, match=r"`echo oops; exit 3` exited 3; output:\noops") \
+            as failed:
+        box.succeed("echo oops; exit 3")
+    assert isinstance(failed.value, AssertionError) and failed.value.status == 3
+    with pytest.raises(WaitTimeout, match=r"timed out after 0.5 s waiting for `echo no; false` "
+                                          r"to succeed; last output:\nno"):
+        box.wait_until_succeeds("echo no; false", timeout=0.5)
+    box.wait_for_closed_port(8081, timeout=5)  # nothing listens there
+
+
+def test_a_wait_on_a_sandbox_that_exited_ends_at_once_and_is_no_failed_check(sandbox):
+    box = sandbox("images/longrun-fails.yaml")
+    began = time.monotonic()
+    with pytest.raises(TargetDied, match=r"the sandbox exited with code 3 while waiting for "
+                                         r"`false` to succeed") as died:
+        box.wait_until_succeeds("false")
+    assert not isinstance(died.value, AssertionError)
+    assert time.monotonic() - began < 10, "not at the wait's timeout"

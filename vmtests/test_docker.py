@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from framework.vm.machine import MachineError
+from framework.target import WaitAbandoned
 
 HERE_IMAGES = "vmtests/images"
 
@@ -82,7 +82,7 @@ def test_s6(vm, image):
     ref = vm.load_image(image(f"{HERE_IMAGES}/s6-failing.yaml"))
     vm.run_container(ref, name="s6")
     # A wait on a container that stops ends then, with its exit code and logs, not at timeout.
-    with pytest.raises(MachineError, match=r"(?s)container s6 stopped.*exited with code 3.*"
+    with pytest.raises(WaitAbandoned, match=r"(?s)container s6 stopped.*exited with code 3.*"
                                            r"failing starts"):
         vm.wait_for_container_log("s6", "never logged", timeout=60)
     assert vm.wait_for_container_exit("s6", timeout=30) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from framework.errors import UserError
 from framework.net import free_port
-from framework.vm.machine import MachineError
+from framework.target import CommandFailed, TargetDied, WaitTimeout
 
 
 def test_console_files_ports_and_screen(vm, tmp_path: Path):
@@ -40,10 +41,10 @@ def test_console_files_ports_and_screen(vm, tmp_path: Path):
 
 
 def test_failures_say_what_and_show_output(vm):
-    with pytest.raises(MachineError, match=r"`echo oops; exit 3` exited 3; output:\noops"):
+    with pytest.raises(CommandFailed, match=r"`echo oops; exit 3` exited 3; output:\noops"):
         vm.succeed("echo oops; exit 3")
     assert "nope" in vm.fail("echo nope; false")
-    with pytest.raises(MachineError, match=r"timed out .* waiting for `false` to succeed"):
+    with pytest.raises(WaitTimeout, match=r"timed out .* waiting for `false` to succeed"):
         vm.wait_until_succeeds("false", timeout=1)
     # A background process holding stdout open must not hang the command.
     assert vm.succeed("sleep 600 & echo started", timeout=20) == "started\n"
@@ -52,3 +53,16 @@ def test_failures_say_what_and_show_output(vm):
         taken = sock.getsockname()[1]
         with pytest.raises(UserError, match="cannot forward host port"):
             vm.forward_port(taken, 80)
+
+
+def test_a_vm_that_dies_ends_a_wait_at_once_and_is_no_failed_check(vm):
+    """The contract's fail-fast: a wait on a VM that powered off ends then, with TargetDied
+    (not an AssertionError: the VM broke, no check failed), not at its timeout."""
+    vm.succeed("(sleep 1; echo o > /proc/sysrq-trigger) >/dev/null 2>&1 &")
+    began = time.monotonic()
+    with pytest.raises(TargetDied, match="the VM died") as died:
+        vm.wait_until_succeeds("false", timeout=60)
+    assert not isinstance(died.value, AssertionError)
+    assert time.monotonic() - began < vm.scaled(30)
+    with pytest.raises(TargetDied):
+        vm.succeed("true")

@@ -22,11 +22,8 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from framework.cache import cache_root
-from framework.vm.accel import select_accel
 from framework.vm.docker import Machine
-from framework.vm.host import docker_host
-from framework.vm.machine import DEFAULT_MEMORY_MIB
-from framework.vm.snapshot import booted_snapshot
+from framework.vm.snapshot import VMFactory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,20 +60,18 @@ def _to_docker_ready(machine: Machine) -> float:
 
 
 def run() -> dict[str, object]:
-    root = docker_host()
-    accel = select_accel(root.kernel)
-    results: dict[str, object] = {"accel": accel}
+    factory = VMFactory.prepare()
+    results: dict[str, object] = {"accel": factory.accel}
     with tempfile.TemporaryDirectory(prefix="cimages-bench-vm-") as tmp:
-        machine = Machine(root, accel, Path(tmp) / "boot")
+        machine = factory.machine(Path(tmp) / "boot", booted=False)
         try:
             results["boot_to_docker_ready_s"] = _to_docker_ready(machine)
             results["boot_guest_uptime_s"] = float(machine.succeed("cut -d' ' -f1 /proc/uptime"))
         finally:
             machine.crash()
-        snapshot = booted_snapshot(root, accel, DEFAULT_MEMORY_MIB)
         restores = []
         for attempt in range(3):
-            machine = Machine(root, accel, Path(tmp) / f"restore{attempt}", snapshot=snapshot)
+            machine = factory.machine(Path(tmp) / f"restore{attempt}")
             try:
                 restores.append(_to_docker_ready(machine))
             finally:

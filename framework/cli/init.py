@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from framework.builder import build
     from framework.sandbox.image import start_image
     from framework.sandbox.runner import check_workdir
+    from framework.target import WaitTimeout
 
     state = Path(args.state_dir).resolve()
     check_workdir(state)  # before the build: a refused folder costs nothing
@@ -37,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
         box.signal(signal.SIGINT)
         try:
             return box.wait(timeout=12)
-        except AssertionError as err:
+        except WaitTimeout as err:
             print(f"cimages: {err}", file=sys.stderr)
             return box.stop(timeout=1)

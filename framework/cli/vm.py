@@ -31,32 +31,33 @@ def _say(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from framework.builder import build
-    from framework.vm.accel import select_accel
-    from framework.vm.docker import Machine
-    from framework.vm.host import docker_host
-    from framework.vm.snapshot import booted_snapshot
+    from framework.target import TargetError
+    from framework.vm.snapshot import VMFactory
 
     started = time.monotonic()
     image = build(Path(args.file))
-    root = docker_host()
-    accel = select_accel(root.kernel, args.accel)
-    snapshot = booted_snapshot(root, accel, args.memory)
+    factory = VMFactory.prepare(args.accel, args.memory)
     with tempfile.TemporaryDirectory(prefix="cimages-vm-") as tmp:
-        machine = Machine(root, accel, Path(tmp), name="cimages-vm", memory_mib=args.memory,
-                          snapshot=snapshot)
+        machine = factory.machine(Path(tmp), name="cimages-vm")
         try:
             try:
                 machine.start()
                 ref = machine.load_image(image)
-            except AssertionError as err:  # the VM tier's failed checks and waits
+            except UserError:
+                raise
+            except TargetError as err:  # a failed load, or a VM that broke or died
                 raise UserError(f"the VM could not start or load {image.name}:{image.tag}: "
                                 f"{err}; if it ran out of memory, give it more with --memory"
                                 ) from err
-            _say(f"VM ready with {ref} loaded in {time.monotonic() - started:.1f} s ({accel})")
-            if args.command_line is not None:
-                status, output = machine.execute(args.command_line, timeout=3600)
-                sys.stdout.write(output)
-                return status
-            return machine.interact(f"cimages: {ref} is loaded: docker run -it {ref}")
+            _say(f"VM ready with {ref} loaded in {time.monotonic() - started:.1f} s "
+                 f"({factory.accel})")
+            try:
+                if args.command_line is not None:
+                    status, output = machine.execute(args.command_line, timeout=3600)
+                    sys.stdout.write(output)
+                    return status
+                return machine.interact(f"cimages: {ref} is loaded: docker run -it {ref}")
+            except TargetError as err:  # the command ran over, or the VM broke or died
+                raise UserError(f"the VM failed: {err}") from err
         finally:
             machine.crash()

@@ -21,8 +21,10 @@ from typing import Any
 
 import pytest
 
+from framework.target import TargetError, shorten
 from framework.vm.docker import Machine
 from framework.vm.machine import DEFAULT_MEMORY_MIB, VMRoot
+from framework.vm.snapshot import VMFactory
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,16 +63,21 @@ def vm_root() -> VMRoot:
 
 
 @pytest.fixture(scope="session")
-def vm_snapshot(vm_root: VMRoot, vm_accel: str, pytestconfig: pytest.Config) -> Path:
+def vm_factory(vm_root: VMRoot, vm_accel: str, pytestconfig: pytest.Config) -> VMFactory:
+    """The session's VM wiring (root, accelerator, `--vm-memory`, booted snapshot):
+    `vm_factory.machine(folder)` makes one more VM, e.g. a second one in a test."""
+    return VMFactory(vm_root, vm_accel, pytestconfig.getoption("vm_memory"))
+
+
+@pytest.fixture(scope="session")
+def vm_snapshot(vm_factory: VMFactory) -> Path:
     """A VM state saved once Docker was ready, booted once and cached (per root disk,
     accelerator and `--vm-memory`); every `vm` restores it instead of booting."""
-    from framework.vm.snapshot import booted_snapshot
-
-    return booted_snapshot(vm_root, vm_accel, pytestconfig.getoption("vm_memory"))
+    return vm_factory.snapshot()
 
 
 @pytest.fixture
-def vm(request: pytest.FixtureRequest, vm_root: VMRoot, vm_accel: str, vm_snapshot: Path,
+def vm(request: pytest.FixtureRequest, vm_factory: VMFactory, vm_snapshot: Path,
        tmp_path: Path) -> Iterator[Machine]:
     """A QEMU VM with Docker ready (a `framework.vm.Machine`), restored from `vm_snapshot`
     on first use: `succeed`, `wait_until_succeeds`, `load_image(image("web"))`,
@@ -78,8 +85,7 @@ def vm(request: pytest.FixtureRequest, vm_root: VMRoot, vm_accel: str, vm_snapsh
     test it is killed; a failed test gets its serial, dockerd and container logs printed
     and attached to Allure (`--keep-vm` leaves it running and says how to attach).
     """
-    machine = Machine(vm_root, vm_accel, tmp_path / "vm", name=request.node.name[:60],
-                      memory_mib=request.config.getoption("vm_memory"), snapshot=vm_snapshot)
+    machine = vm_factory.machine(tmp_path / "vm", name=request.node.name[:60])
     try:
         yield machine  # it starts on first use (see Machine._ensure_started)
     finally:
@@ -97,8 +103,8 @@ def vm(request: pytest.FixtureRequest, vm_root: VMRoot, vm_accel: str, vm_snapsh
 def _report_failure(machine: Machine) -> None:
     logs: dict[str, str] = {"serial console": machine.serial_log.read_text(errors="replace")}
     if machine.is_up():
-        # Short timeouts: the VM may be what failed.
-        with contextlib.suppress(AssertionError):
+        # Short timeouts: the VM may be what failed (a failed check, or a VM broken or dead).
+        with contextlib.suppress(TargetError):
             logs["dockerd log"] = machine.execute("cat /var/log/dockerd.log", timeout=10)[1]
             for name in machine.containers(timeout=10):
                 logs[f"container {name} log"] = machine.execute(
@@ -119,7 +125,7 @@ def _report_failure(machine: Machine) -> None:
         pass
     _keep_logs(machine.name, logs, screen)
     for title, text in logs.items():
-        print(f"--- {title} (last 4000 characters) ---\n{text[-4000:]}")
+        print(f"--- {title} ---\n{shorten(text)}")
 
 
 def _keep_logs(test: str, logs: dict[str, str], screen: Path | None) -> None:

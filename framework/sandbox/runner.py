@@ -20,11 +20,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from framework.errors import UserError
+from framework.target import (
+    TIMEOUT,
+    CheckFailed,
+    Target,
+    TargetUnusable,
+    WaitTimeout,
+    retry,
+)
 
 # Root's sandboxes run as host uids/gids BASE..BASE+65535 (image uid 0 = BASE): no host
 # account uses them, and image users keep distinct ids inside.
@@ -35,15 +42,23 @@ LAUNCHER = Path(__file__).with_name("userns.py")
 START_TIMEOUT = 10.0
 # `docker stop` waits 10 s before SIGKILL; so do we.
 STOP_TIMEOUT = 10.0
-LOG_TAIL = 30
-T = TypeVar("T")
+# Start-up is polled finely: the time to a sandbox's first service is a goal (< 0.5 s).
+START_POLL = (0.001, 0.001)
 
 
 # What a sandbox keeps in its folder, besides its log.
 WORKDIR_PARTS = ("state", "upper", "work", "merged")
 
-class Sandbox:
-    """A running sandbox: the object the `sandbox` fixture gives tests (SPEC section 6)."""
+
+class Sandbox(Target):
+    """A running sandbox: the object the `sandbox` fixture gives tests (SPEC section 6).
+
+    The vocabulary (succeed, fail, the waits, ...) and its errors are the shared contract's
+    (framework.target); this class is the transport: commands entered into the sandbox's
+    namespaces with nsenter, its files read through /proc/PID/root, its init's log."""
+
+    kind = "the sandbox"
+    output_name = "log"
 
     def __init__(self, process: subprocess.Popen[bytes], init_pid: int, workdir: Path,
                  log: Path | None, env: Mapping[str, str], shell: list[str]) -> None:
@@ -109,13 +124,10 @@ class Sandbox:
             os.close(status_read)
         return cls(process, init_pid, workdir, log, env or {}, _shell(lowers))
 
-    # Running commands inside -------------------------------------------------------------
-    def execute(self, command: str, timeout: float = 30.0) -> tuple[int, str]:
-        """Run shell `command` inside the sandbox (its root, namespaces, environment) as
-        its root user; returns (exit code, stdout+stderr)."""
-        if self.exit_code is not None:
-            raise AssertionError(f"cannot run `{command}`: the sandbox exited with code "
-                                 f"{self.exit_code}\n{self._tail()}")
+    # The transport ------------------------------------------------------------------------
+    def _execute(self, command: str, seconds: float) -> tuple[int, str]:
+        """Shell `command` inside the sandbox (its root, namespaces, environment) as its
+        root user."""
         nsenter = ["nsenter", "--target", str(self.init_pid), "--user", "--mount", "--pid",
                    "--net", "--ipc", "--root", "--", *self.shell, command]
         read_end, write_end = self._output_pipe()
@@ -125,9 +137,21 @@ class Sandbox:
         finally:
             os.close(write_end)
         try:
-            return _collect(process, read_end, timeout, command, self._tail)
+            status, output = _collect(process, read_end, seconds)
         finally:
             os.close(read_end)
+        if status is None:
+            raise WaitTimeout(f"`{command}` to finish", seconds, output, self._context())
+        return status, output
+
+    def is_up(self) -> bool:
+        return self.exit_code is None
+
+    def _gone(self) -> str:
+        return f"the sandbox exited with code {self.exit_code}"
+
+    def _recent_output(self) -> str:
+        return self.logs()
 
     def _output_pipe(self) -> tuple[int, int]:
         """A pipe the sandbox's root owns (a FIFO, unlinked once open): commands reopen their
@@ -142,51 +166,32 @@ class Sandbox:
         finally:
             fifo.unlink()
 
-    def succeed(self, command: str, timeout: float = 30.0) -> str:
-        code, output = self.execute(command, timeout)
-        if code != 0:
-            raise AssertionError(f"`{command}` failed with exit code {code}:\n{output}\n"
-                                 f"{self._tail()}")
-        return output
-
-    def fail(self, command: str, timeout: float = 30.0) -> str:
-        code, output = self.execute(command, timeout)
-        if code == 0:
-            raise AssertionError(f"`{command}` succeeded but was expected to fail:\n"
-                                 f"{output}\n{self._tail()}")
-        return output
-
-    def wait_until_succeeds(self, command: str, timeout: float = 10.0) -> str:
-        last = ""
-
-        def attempt() -> tuple[str] | None:  # a tuple: an empty output is still success
-            nonlocal last
-            code, last = self.execute(command, timeout)
-            return (last,) if code == 0 else None
-
-        return self._poll(attempt, lambda: f"`{command}` to succeed (last output: {last!r})",
-                          timeout)[0]
-
     # Files, logs, services ---------------------------------------------------------------
     def path(self, inside: str) -> Path:
         """A path inside the running sandbox, as the host sees it."""
         return Path(f"/proc/{self.init_pid}/root") / inside.lstrip("/")
 
-    def read_file(self, inside: str) -> str:
-        return self.path(inside).read_text()
-
-    def wait_for_file(self, inside: str, timeout: float = 10.0) -> None:
-        self._poll(lambda: self.path(inside).exists() or None, f"file {inside}", timeout)
+    def read_file(self, path: str, timeout: float = TIMEOUT) -> str:
+        """The contract's read_file, through /proc/PID/root rather than a command: an image
+        need not have `cat`."""
+        self._ensure_up(f"reading {path}")
+        try:
+            return self.path(path).read_text()
+        except OSError as err:
+            raise CheckFailed(f"cannot read {path} in the sandbox: {err.strerror}",
+                              self._context()) from None
 
     def logs(self) -> str:
         if self.log_path is None or not self.log_path.exists():  # not captured / cleaned up
             return ""
         return self.log_path.read_text(errors="replace")
 
-    def wait_for_log(self, regex: str, timeout: float = 10.0) -> re.Match[str]:
+    def wait_for_log(self, regex: str, timeout: float = TIMEOUT) -> re.Match[str]:
+        """The first match of `regex` (multi-line) in the log; the log is still read once
+        the init exited."""
         pattern = re.compile(regex, re.MULTILINE)
-        return self._poll(lambda: pattern.search(self.logs()),
-                          f"a log line matching {regex!r}", timeout, while_running=False)
+        return self.retry(lambda: pattern.search(self.logs()),
+                          f"a log line matching {regex!r}", timeout, while_up=False)
 
     def service_status(self, name: str) -> str:
         """`ready`, `up`, `down` (long-runs); `done`, `running`, `pending`, `failed N`
@@ -196,20 +201,20 @@ class Sandbox:
             service, _, state = line.split(" ", 2)
             if service == name:
                 return state
-        raise AssertionError(f"no service {name!r} in the status output:\n{output}")
+        raise CheckFailed(f"no service {name!r} in the status output:\n{output}")
 
     # Stopping ----------------------------------------------------------------------------
     @property
     def exit_code(self) -> int | None:
         return self.process.poll()
 
-    def wait(self, timeout: float = 10.0) -> int:
+    def wait(self, timeout: float = TIMEOUT) -> int:
         """Wait for the init to exit by itself; its exit code."""
         try:
             return self.process.wait(timeout)
-        except subprocess.TimeoutExpired as err:
-            raise AssertionError(f"the sandbox did not exit within {timeout} s\n"
-                                 f"{self._tail()}") from err
+        except subprocess.TimeoutExpired:
+            raise WaitTimeout("the sandbox to exit", timeout, context=self._context()) \
+                from None
 
     def signal(self, signum: int) -> None:
         if self.exit_code is None:
@@ -230,28 +235,6 @@ class Sandbox:
             _kill(self.process, self.init_pid)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    # Helpers -----------------------------------------------------------------------------
-    def _tail(self) -> str:
-        lines = self.logs().splitlines()[-LOG_TAIL:]
-        return "last log lines:\n" + "\n".join(f"  | {line}" for line in lines)
-
-    def _poll(self, attempt: Callable[[], T | None], what: str | Callable[[], str],
-              timeout: float, while_running: bool = True) -> T:
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            result = attempt()
-            if result:
-                return result
-            if while_running and self.exit_code is not None:
-                raise AssertionError(f"the sandbox exited (code {self.exit_code}) while "
-                                     f"waiting for {_text(what)}\n{self._tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for "
-                                     f"{_text(what)}\n{self._tail()}")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-
 
 def check_workdir(workdir: Path) -> None:
     """A sandbox's folder is new, empty or an earlier sandbox's: it is handed (chowned) to
@@ -268,10 +251,6 @@ def check_workdir(workdir: Path) -> None:
                         f"{', '.join(foreign[:5])}); give a new or empty folder")
 
 
-def _text(what: str | Callable[[], str]) -> str:
-    return what if isinstance(what, str) else what()
-
-
 def _map_ids(process: subprocess.Popen[bytes]) -> None:
     """As root: once the launcher is in its new user namespace, map the id range."""
     assert process.stdin is not None
@@ -279,13 +258,15 @@ def _map_ids(process: subprocess.Popen[bytes]) -> None:
         process.stdin.close()
         return
     ours = os.readlink("/proc/self/ns/user")
-    deadline = time.monotonic() + START_TIMEOUT
-    while os.readlink(f"/proc/{process.pid}/ns/user") == ours:
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise UserError("the sandbox launcher could not create a user namespace; "
-                            "check that user namespaces are enabled "
-                            "(sysctl user.max_user_namespaces)")
-        time.sleep(0.001)
+    try:
+        retry(lambda: os.readlink(f"/proc/{process.pid}/ns/user") != ours or None,
+              "the sandbox launcher's user namespace", START_TIMEOUT,
+              gone=lambda: None if process.poll() is None else "the launcher exited",
+              broken_if_late=True, interval=START_POLL)
+    except TargetUnusable:
+        raise UserError("the sandbox launcher could not create a user namespace; "
+                        "check that user namespaces are enabled "
+                        "(sysctl user.max_user_namespaces)") from None
     for name in ("uid_map", "gid_map"):
         Path(f"/proc/{process.pid}/{name}").write_text(f"0 {UID_BASE} {ID_COUNT}\n")
     process.stdin.write(b"go\n")
@@ -310,14 +291,15 @@ def _child_pid(status_fd: int, process: subprocess.Popen[bytes], log: Path | Non
     return int(json.loads(data[: data.index(b"}") + 1])["child-pid"])
 
 
-def _collect(process: subprocess.Popen[bytes], read_end: int, timeout: float, command: str,
-             tail: Callable[[], str]) -> tuple[int, str]:
-    """The command's exit code and output. Reading stops once the command has exited and
-    the pipe is drained, not at end of file, so a background process it left holding the
-    pipe cannot hang us."""
+def _collect(process: subprocess.Popen[bytes], read_end: int,
+             seconds: float) -> tuple[int | None, str]:
+    """The command's exit code and output; None and the output so far when it ran over
+    `seconds` (it is killed). Reading stops once the command has exited and the pipe is
+    drained, not at end of file, so a background process it left holding the pipe cannot
+    hang us."""
     chunks: list[bytes] = []
     eof = False
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not eof and select.select([read_end], [], [], 0.02)[0]:
             data = os.read(read_end, 65536)
@@ -329,21 +311,25 @@ def _collect(process: subprocess.Popen[bytes], read_end: int, timeout: float, co
             time.sleep(0.02)
     process.kill()
     process.wait()
-    raise AssertionError(f"`{command}` did not finish within {timeout} s\n{tail()}")
+    return None, b"".join(chunks).decode(errors="replace")
 
 
 def _wait_for_exec(pid: int, bwrap: str, process: subprocess.Popen[bytes]) -> None:
     """bwrap reports its child's pid before the child has mounted the sandbox's root; only
-    once it has exec'd the entry point can `execute` enter that root."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline and process.poll() is None:
+    once it has exec'd the entry point can `execute` enter that root. Not having done so
+    within START_TIMEOUT is not an error here: `execute` then says what is wrong."""
+
+    def execed() -> bool | None:
         try:
             argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
         except (FileNotFoundError, ProcessLookupError):
-            return  # it already exited: the caller sees the exit code
-        if argv0 and argv0.decode(errors="replace") != bwrap:
-            return
-        time.sleep(0.001)
+            return True  # it already exited: the caller sees the exit code
+        return True if argv0 and argv0.decode(errors="replace") != bwrap else None
+
+    with contextlib.suppress(TargetUnusable):  # TargetDied included: bwrap exited
+        retry(execed, "the sandbox's entry point to start", START_TIMEOUT,
+              gone=lambda: None if process.poll() is None else "bubblewrap exited",
+              broken_if_late=True, interval=START_POLL)
 
 
 def _kill(process: subprocess.Popen[bytes], init_pid: int | None) -> int:

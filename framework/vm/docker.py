@@ -30,12 +30,20 @@ from urllib.parse import quote
 import paramiko
 
 from framework.atomic import write_atomic
-from framework.errors import UserError
+from framework.target import (
+    TIMEOUT,
+    CheckFailed,
+    RequestRefused,
+    TargetUnusable,
+    WaitAbandoned,
+    WaitTimeout,
+    shorten,
+)
 from framework.vm import ssh
 from framework.vm.cache import cache_dir
 from framework.vm.fileserver import served
 from framework.vm.flatten import flattened
-from framework.vm.machine import MachineError, QemuMachine, WaitAbandoned
+from framework.vm.machine import QemuMachine
 
 # Bumped when what load_image does to an image changes, so derived snapshots are remade.
 DERIVED_RECIPE = "flat1"
@@ -50,10 +58,11 @@ SSHD_MAX_SESSIONS = 10  # sshd's default MaxSessions: sessions per SSH connectio
 
 
 def docker_name(kind: str, name: str) -> str:
-    """`name` if Docker accepts it as a `kind` (container, network) name, else a UserError."""
+    """`name` if Docker accepts it as a `kind` (container, network) name, else
+    RequestRefused (a UserError)."""
     if not isinstance(name, str) or not DOCKER_NAME.fullmatch(name):
-        raise UserError(f"invalid {kind} name {name!r}: Docker {kind} names are a letter or "
-                        "digit followed by letters, digits, `_`, `.` or `-`")
+        raise RequestRefused(f"invalid {kind} name {name!r}: Docker {kind} names are a letter "
+                             "or digit followed by letters, digits, `_`, `.` or `-`")
     return name
 
 
@@ -74,10 +83,10 @@ class Machine(QemuMachine):
         self._tunnel_sessions: dict[int, list[paramiko.Channel]] = {}  # by id(transport)
         self._tunnel_lock = threading.Lock()
 
-    def wait_for_docker(self, timeout: float = 60) -> None:
+    def wait_for_docker(self, timeout: float = TIMEOUT) -> None:
         self.wait_until_succeeds(f"{API}/_ping", timeout)
 
-    def api(self, method: str, path: str, timeout: float = 60) -> Any:
+    def api(self, method: str, path: str, timeout: float = TIMEOUT) -> Any:
         """One Engine API call; the decoded JSON reply (None when empty). `path` is the URL
         path with its query, already URL-encoded (`/containers/web/json`)."""
         url = shlex.quote(f"http://docker{path}")
@@ -136,7 +145,7 @@ class Machine(QemuMachine):
         session is passed over and a new one logged into (under half a second)."""
         with self._tunnel_lock:
             if not self.is_up():
-                raise MachineError("the VM is not running")
+                raise self._died("opening a docker_host connection")
             self.pristine = False  # a client may change anything now
             command = f"exec nc -N -U {SOCKET}"
             if self._clock_stale:  # as _run does: the first command after a restore sets it
@@ -161,12 +170,12 @@ class Machine(QemuMachine):
                 sessions.append(channel)
                 channel.exec_command(command)
                 return channel
-            raise MachineError("sshd in the VM refused a session on a new connection")
+            raise TargetUnusable("sshd in the VM refused a session on a new connection")
 
     def _tunnel_login(self) -> paramiko.SSHClient:
         sock = ssh.sshd_socket(self.ssh_port, timeout=5)
         if sock is None:
-            raise MachineError(f"SSH on port {self.ssh_port} did not answer")
+            raise TargetUnusable(f"SSH on port {self.ssh_port} did not answer")
         return ssh.connect(sock, self.root.user_key, self.root.host_key, timeout=30)
 
     def _kill(self) -> None:
@@ -208,9 +217,10 @@ class Machine(QemuMachine):
         with served(flat) as url:
             status, out = self._run(
                 f"set -o pipefail; curl -sSf {url} | {API}/images/load?quiet=1 -X POST "
-                "-H 'Content-Type: application/x-tar' -T -", timeout)
+                "-H 'Content-Type: application/x-tar' -T -", self.scaled(timeout))
         if status != 0 or "errorDetail" in out or "Loaded image" not in out:
-            raise MachineError(f"docker load of {archive} failed (exit {status}): {out[-2000:]}")
+            raise CheckFailed(f"docker load of {archive} failed (exit {status}): "
+                              f"{shorten(out)}", self._context())
         messages = [json.loads(line) for line in out.splitlines() if line.strip()]
         loaded = [m["stream"] for m in messages if "Loaded image" in m.get("stream", "")]
         ref = loaded[-1].split(":", 1)[1].strip()
@@ -224,8 +234,8 @@ class Machine(QemuMachine):
                       ports: dict[int, int] | None = None, env: dict[str, str] | None = None,
                       network: str | None = None, detach: bool = True, options: str = "",
                       timeout: float = 120) -> str:
-        """`docker run`: the container id when detached, else the container's output (and a
-        MachineError if it exits non-zero). `network`: a network from create_network (the
+        """`docker run`: the container id when detached, else the container's output (and
+        CommandFailed if it exits non-zero). `network`: a network from create_network (the
         container joins it instead of the default bridge and is found there by `name`).
         `options` is extra docker CLI text, passed as is. Detached and without `options` this
         is one SSH command of Engine API calls (create, start), not the docker CLI, whose
@@ -288,8 +298,9 @@ class Machine(QemuMachine):
             map(shlex.quote, [image, *command]))
         return self.succeed(cmd, timeout=timeout).strip()
 
-    def wait_while_running(self, name: str, command: str, timeout: float = 60) -> str:
-        """wait_until_succeeds(command), failing at once if container `name` stops."""
+    def wait_while_running(self, name: str, command: str, timeout: float = TIMEOUT) -> str:
+        """wait_until_succeeds(command), ending at once with WaitAbandoned (its exit code
+        and logs shown) if container `name` stops."""
         url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/json")
         running = f"{CURL} {url} | grep -q '\"Running\":true'"
         try:
@@ -298,10 +309,11 @@ class Machine(QemuMachine):
                                    gave_up=f"container {name} stopped")
         except WaitAbandoned as err:
             state = self.container_state(name)
-            raise MachineError(f"{err}\nIt exited with code {state['ExitCode']}; its logs:\n"
-                               f"{self.container_logs(name)[-2000:]}") from None
+            raise WaitAbandoned(err.what, err.reason, err.last,
+                                f"It exited with code {state['ExitCode']}; its logs:\n"
+                                f"{shorten(self.container_logs(name))}") from None
 
-    def wait_for_container_log(self, name: str, regex: str, timeout: float = 60) -> None:
+    def wait_for_container_log(self, name: str, regex: str, timeout: float = TIMEOUT) -> None:
         """Waits until the running container `name` has logged a line matching `regex`
         (grep -E), failing at once if it stops. Engine API, so no Go CLI start per attempt."""
         url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/logs"
@@ -312,18 +324,18 @@ class Machine(QemuMachine):
     def container_state(self, name: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/containers/{quote(name, safe='')}/json")["State"])
 
-    def wait_for_container_exit(self, name: str, timeout: float = 60) -> int:
+    def wait_for_container_exit(self, name: str, timeout: float = TIMEOUT) -> int:
         """The exit code of a container once it stopped (one blocking Engine API call)."""
-        seconds = self.timeout(timeout)
+        seconds = self.scaled(timeout)
         url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/wait")
+        what = f"container {name} to exit"
         status, out = self.execute(f"{CURL} --max-time {seconds:.0f} -X POST {url}", timeout + 30)
         if status == 0:
             return int(json.loads(out)["StatusCode"])
         if status != 28:  # curl's "operation timed out"
-            raise MachineError(f"waiting for container {name} to exit failed: {out[-2000:]}")
-        raise MachineError(f"container {name} still running after {seconds:.0f} s; last state "
-                           f"{self.container_state(name)}; logs:\n"
-                           f"{self.container_logs(name)[-2000:]}")
+            raise CheckFailed(f"waiting for {what} failed: {shorten(out)}", self._context())
+        raise WaitTimeout(what, seconds, f"state {self.container_state(name)}",
+                          f"its logs:\n{shorten(self.container_logs(name))}")
 
     def container_logs(self, name: str) -> str:
         """stdout and stderr of a container, interleaved as written (Engine API, no CLI)."""
@@ -332,7 +344,7 @@ class Machine(QemuMachine):
         out = self.succeed(f"set -o pipefail; {CURL} {url} | base64 -w0")
         return demux_logs(base64.b64decode(out.strip()))
 
-    def containers(self, timeout: float = 60) -> list[str]:
+    def containers(self, timeout: float = TIMEOUT) -> list[str]:
         """Names of all containers, running or not."""
         listed = self.api("GET", "/containers/json?all=1", timeout)
         return [c["Names"][0].lstrip("/") for c in listed]

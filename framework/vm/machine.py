@@ -1,7 +1,10 @@
-"""`Machine`: one QEMU VM, driven NixOS-test-driver style (SPEC section 6).
+"""`QemuMachine`: one QEMU VM, the VM tier's transport of the shared test-target contract
+(framework.target, SPEC section 6), as QemuMachine is in the NixOS test driver.
 
-Every wait has a timeout scaled by the accelerator and fails with what it waited for and
-the last output seen; a VM that died ends any wait at once.
+The vocabulary (succeed, fail, the waits, read_file) and the error family come from Target;
+this class starts the VM (a boot or a snapshot restore), runs commands over SSH and says
+whether QEMU still runs. Its timeouts are stretched for the accelerator (`scaled`), and its
+command waits loop inside the guest in one SSH command (`_wait_until`).
 """
 
 from __future__ import annotations
@@ -13,17 +16,30 @@ import shlex
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paramiko
 from qemu.qmp import ConnectError, ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from framework.atomic import temporary_sibling
-from framework.errors import UserError
 from framework.net import free_port
+from framework.target import (
+    TIMEOUT,
+    CheckFailed,
+    CommandFailed,
+    RequestRefused,
+    Target,
+    TargetDied,
+    TargetUnusable,
+    WaitAbandoned,
+    WaitTimeout,
+    awaited,
+    shorten,
+)
 from framework.vm import rootdisk, ssh
 from framework.vm.accel import KVM_MACHINE, TIMEOUT_FACTOR, qemu_binary
 from framework.vm.console import Console
@@ -37,6 +53,9 @@ TCG_CPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"
 # vCPUs per accelerator. Under TCG one: two MTTCG vCPUs on a busy two-core host were seen
 # to deadlock in the guest (soft lockups on both CPUs), and two were barely faster.
 SMP = {"kvm": 2, "tcg": 1}
+# The VM's start-up waits are polled finely: a restore takes well under two seconds.
+START_POLL = (0.01, 0.01)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,15 +71,14 @@ class VMRoot:
     host_key: ssh.KeyPair
 
 
-class MachineError(AssertionError):
-    """A VM command or wait failed; the message says what and shows the last output."""
+# The VM tier's name for a failed check before the tiers shared one error family.
+MachineError = CheckFailed
 
 
-class WaitAbandoned(MachineError):
-    """A wait ended early because what it waited on reached a terminal state."""
+class QemuMachine(Target):
+    kind = "the VM"
+    output_name = "serial console"
 
-
-class QemuMachine:
     def __init__(self, root: VMRoot, accel: str, state_dir: Path, name: str = "machine",
                  memory_mib: int = DEFAULT_MEMORY_MIB, snapshot: Path | None = None) -> None:
         self.root = root
@@ -85,9 +103,17 @@ class QemuMachine:
         self._forwards: dict[int, int] = {}
 
     # -- timing -------------------------------------------------------------------------
-    def timeout(self, seconds: float) -> float:
+    def scaled(self, seconds: float) -> float:
         """`seconds` as meant under KVM, stretched for a slower accelerator."""
         return seconds * TIMEOUT_FACTOR[self.accel]
+
+    def _start_wait(self, attempt: Callable[[], T | None], what: str, timeout: float,
+                    last: Callable[[], str] | None = None,
+                    interval: tuple[float, float] = START_POLL) -> T:
+        """A wait of the VM's own (start-up, restore, snapshot): running late there is a
+        broken VM, not a failed check."""
+        return self.retry(attempt, what, timeout, last=last, broken_if_late=True,
+                          interval=interval)
 
     # -- lifecycle ----------------------------------------------------------------------
     def _argv(self, disk: Path, qmp_path: Path) -> list[str]:
@@ -126,7 +152,7 @@ class QemuMachine:
             try:
                 self._qmp = self._connect_qmp(qmp_path)
                 break
-            except MachineError:
+            except TargetDied:
                 # Another process took the forwarded port between probe and bind: retry.
                 if "Could not set up host forwarding" not in self._console.text \
                         or attempt == SSH_PORT_RETRIES - 1:
@@ -149,62 +175,53 @@ class QemuMachine:
         self.start()
 
     def _connect_qmp(self, path: Path) -> QEMUMonitorProtocol:
-        # The socket file appears at bind(), a moment before QEMU listens on it.
-        deadline = time.monotonic() + 10
-        while True:
-            self._check_alive("the QMP socket to accept")
-            if path.exists():
-                qmp = QEMUMonitorProtocol(str(path))
-                try:
-                    qmp.connect()
-                    qmp.settimeout(30)
-                    return qmp
-                except ConnectError:
-                    qmp.close()
-            if time.monotonic() > deadline:
-                raise MachineError(f"QEMU did not accept QMP connections on {path} within "
-                                   f"10 s; console:\n{self.console_tail()}")
-            time.sleep(0.01)
+        def attempt() -> QEMUMonitorProtocol | None:
+            # The socket file appears at bind(), a moment before QEMU listens on it.
+            if not path.exists():
+                return None
+            qmp = QEMUMonitorProtocol(str(path))
+            try:
+                qmp.connect()
+                qmp.settimeout(30)
+                return qmp
+            except ConnectError:
+                qmp.close()
+                return None
+
+        return self._start_wait(attempt, f"QEMU to accept QMP connections on {path}", 10)
 
     def _resume_incoming(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
+        status = ""
+
+        def attempt() -> bool | None:
+            nonlocal status
             status = self.qmp("query-status")["status"]
             if status in ("paused", "postmigrate"):
                 self.qmp("cont")
-                return
-            if status == "running":
-                return
-            if time.monotonic() > deadline:
-                raise MachineError(f"restoring {self.snapshot} did not finish within 60 s "
-                                   f"(status {status})")
-            self._check_alive("the snapshot to load")
-            time.sleep(0.01)
+                return True
+            return True if status == "running" else None
+
+        self._start_wait(attempt, f"the snapshot {self.snapshot} to load", 60,
+                         last=lambda: f"status {status}")
 
     def _connect_ssh(self) -> None:
-        timeout = self.timeout(30 if self.snapshot else 60)
-        deadline = time.monotonic() + timeout
         last = ""
-        while time.monotonic() < deadline:
-            self._check_alive("SSH to answer")
+
+        def attempt() -> paramiko.SSHClient | None:
+            nonlocal last
             sock = ssh.sshd_socket(self.ssh_port, timeout=1)
             if sock is None:
-                time.sleep(0.05)
-                continue
+                return None
             try:
-                self._ssh = ssh.connect(sock, self.root.user_key, self.root.host_key, timeout=5)
-                return
+                return ssh.connect(sock, self.root.user_key, self.root.host_key, timeout=5)
             except (OSError, paramiko.SSHException, EOFError) as err:
                 sock.close()
                 last = repr(err)
-                time.sleep(0.05)
-        raise MachineError(f"SSH on port {self.ssh_port} did not answer within {timeout:.0f} s "
-                           f"(last error {last}); console:\n{self.console_tail()}")
+                return None
 
-    def _check_alive(self, waiting_for: str) -> None:
-        if self._console is None or not self._console.alive():
-            raise MachineError(f"the VM died while waiting for {waiting_for}; last console "
-                               f"output:\n{self.console_tail()}")
+        self._ssh = self._start_wait(attempt, f"SSH on port {self.ssh_port} to answer",
+                                     30 if self.snapshot else 60, last=lambda: last,
+                                     interval=(0.05, 0.05))
 
     def _ensure_started(self) -> None:
         """Machines start on first use, so a test whose first step is restoring a derived
@@ -215,23 +232,29 @@ class QemuMachine:
     def is_up(self) -> bool:
         return self._console is not None and self._console.alive()
 
+    def _gone(self) -> str:
+        return "the VM died (QEMU exited)"
+
+    def _recent_output(self) -> str:
+        return self._console.text.replace("\r\n", "\n") if self._console else ""
+
     def qmp(self, command: str, **args: Any) -> Any:
         self._ensure_started()
         if self._qmp is None:
-            raise MachineError("the VM is not started")
+            raise TargetUnusable("the VM is not started")
         try:
             return self._qmp.cmd(command, **args)
         except ExecuteError as err:
-            raise MachineError(f"QMP {command} failed: {err}") from None
+            raise TargetUnusable(f"QMP {command} failed: {err}") from None
 
     def shutdown(self, timeout: float = 30) -> None:
         """An ACPI power-off; the VM is killed if it does not stop in time."""
         if not self.is_up():
             return
         self.qmp("system_powerdown")
-        deadline = time.monotonic() + self.timeout(timeout)
-        while self.is_up() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with contextlib.suppress(TargetUnusable):
+            self._start_wait(lambda: None if self.is_up() else True, "the VM to power off",
+                             timeout, interval=(0.1, 0.1))
         self.crash()
 
     def crash(self) -> None:
@@ -263,11 +286,17 @@ class QemuMachine:
         tmp = temporary_sibling(path)
         self.qmp("stop")
         self.qmp("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
-        deadline = time.monotonic() + 120
-        while (state := self.qmp("query-migrate").get("status")) != "completed":
-            if state == "failed" or time.monotonic() > deadline:
-                raise MachineError(f"saving the VM snapshot failed (migration {state})")
-            time.sleep(0.02)
+        state = ""
+
+        def attempt() -> bool | None:
+            nonlocal state
+            state = self.qmp("query-migrate").get("status")
+            if state == "failed":
+                raise TargetUnusable("saving the VM snapshot failed (migration failed)")
+            return True if state == "completed" else None
+
+        self._start_wait(attempt, "the VM snapshot to be saved", 120,
+                         last=lambda: f"migration {state}", interval=(0.02, 0.02))
         tmp.replace(path)
         if resume:
             self.qmp("cont")
@@ -280,67 +309,67 @@ class QemuMachine:
         assert self._ssh is not None
         return self._ssh
 
-    def execute(self, command: str, timeout: float = 60,
-                stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:
-        """(exit status, output) of a shell command run as root in the VM."""
-        self._ensure_started()
+    def _execute(self, command: str, seconds: float,
+                 stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:
+        """A test's command: the VM is no longer as restored."""
         self.pristine = False
-        return self._run(command, timeout, stdin)
+        return self._run(command, seconds, stdin)
 
-    def _run(self, command: str, timeout: float,
-             stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:
-        """execute() for the framework's own commands, which keep the VM pristine."""
-        self._ensure_started()
-        self._check_alive(f"`{command}`")
-        shown = command
+    def _run(self, command: str, seconds: float, stdin: io.BufferedIOBase | None = None,
+             shown: str | None = None, doing: str | None = None) -> tuple[int, str]:
+        """_execute for the framework's own commands, which keep the VM pristine. `shown`:
+        the command as messages name it, `doing` what it is for (a wait's loop is named by
+        the command it retries and the wait)."""
+        shown = shown or command
+        doing = doing or f"running `{shown}`"
+        self._ensure_up(doing)
         if self._clock_stale:
             command = f"date -u -s @{time.time():.3f} >/dev/null 2>&1\n{command}"
             self._clock_stale = False
         try:
-            return ssh.run(self._client(), command, self.timeout(timeout), stdin)
-        except TimeoutError as err:
-            raise MachineError(str(err).replace(command, shown)) from None
-        except (ConnectionError, paramiko.SSHException) as err:
-            raise MachineError(f"`{shown}` failed: {err}; console:\n{self.console_tail()}") \
-                from None
+            status, output = ssh.run(self._client(), command, seconds, stdin)
+        except ssh.CommandTimeout as err:
+            raise WaitTimeout(f"`{shown}` to finish", seconds, err.output,
+                              self._context()) from None
+        except (ConnectionError, EOFError, paramiko.SSHException) as err:
+            raise self._lost(doing, str(err)) from None
+        if status == -1:  # the session ended without an exit status: the connection broke
+            raise self._lost(doing, "the SSH session ended without an exit status; output "
+                             f"so far:\n{shorten(output)}")
+        return status, output
 
-    def succeed(self, *commands: str, timeout: float = 60) -> str:
-        """Runs each command; fails on the first non-zero exit. Returns the joined output."""
-        output = ""
-        for command in commands:
-            status, out = self.execute(command, timeout)
-            if status != 0:
-                raise MachineError(f"`{command}` exited {status}; output:\n{out[-3000:]}")
-            output += out
-        return output
+    def _lost(self, doing: str, why: str) -> TargetUnusable:
+        """The error for an SSH session that broke: TargetDied when QEMU exited (given a
+        moment, as the connection may close before the process has ended)."""
+        with contextlib.suppress(TargetUnusable):
+            self.retry(lambda: None if self.is_up() else True, "QEMU to exit", 1,
+                       while_up=False, broken_if_late=True)
+        if not self.is_up():
+            return self._died(doing)
+        return TargetUnusable(f"{doing} failed: {why}", self._context())
 
-    def fail(self, *commands: str, timeout: float = 60) -> str:
-        """Runs each command; each must exit non-zero."""
-        output = ""
-        for command in commands:
-            status, out = self.execute(command, timeout)
-            if status == 0:
-                raise MachineError(f"`{command}` unexpectedly succeeded; output:\n{out[-3000:]}")
-            output += out
+    def _succeed_with_input(self, command: str, stdin: io.BufferedIOBase,
+                            timeout: float = 120) -> str:
+        """succeed() with `stdin` fed to the command (copy_from_host's tar stream)."""
+        self._ensure_up(f"running `{command}`")
+        status, output = self._execute(command, self.scaled(timeout), stdin)
+        if status != 0:
+            raise CommandFailed(command, status, output, self._context())
         return output
 
     def interact(self, banner: str = "") -> int:
         """An interactive shell on the local terminal; its exit status."""
         from framework.vm.interactive import shell
 
-        self._ensure_started()
+        self._ensure_up("starting a shell")
         if self._clock_stale:
-            self._run("true", 30)
+            self._run("true", self.scaled(30))
         self.pristine = False
         return shell(self._client(), banner)
 
-    def wait_until_succeeds(self, command: str, timeout: float = 60) -> str:
-        """Retries `command` until it exits 0; its output."""
-        return self.wait_in_vm(command, succeed=True, timeout=timeout)
-
-    def wait_until_fails(self, command: str, timeout: float = 60) -> str:
-        """Retries `command` until it exits non-zero; its output."""
-        return self.wait_in_vm(command, succeed=False, timeout=timeout)
+    def _wait_until(self, command: str, succeed: bool, timeout: float) -> str:
+        """The contract's command waits, run inside the guest (see wait_in_vm)."""
+        return self.wait_in_vm(command, succeed=succeed, timeout=timeout)
 
     def wait_in_vm(self, command: str, succeed: bool, timeout: float,
                    give_up_if: str | None = None, gave_up: str = "") -> str:
@@ -349,9 +378,10 @@ class QemuMachine:
         The loop runs inside the VM as one SSH command, as each SSH round trip costs a third
         of a second under TCG. Each attempt's output goes to a file, so a background process
         left holding it cannot stall the loop. `give_up_if`, a shell condition checked after
-        each attempt that missed, ends the wait at once (a terminal state) with `gave_up`.
+        each attempt that missed, ends the wait at once (a terminal state) with
+        WaitAbandoned saying `gave_up`. A VM that dies ends it with TargetDied.
         """
-        seconds = self.timeout(timeout)
+        seconds = self.scaled(timeout)
         done = "-eq 0" if succeed else "-ne 0"
         # Builtins where possible (a subshell, not `bash -c`; $$, not mktemp): every exec
         # costs tens of milliseconds under TCG.
@@ -368,49 +398,37 @@ class QemuMachine:
             "  sleep 0.1",
             "done",
         ])
-        status, out = self.execute(script, timeout + 30)
-        what = f"`{command}` to {'succeed' if succeed else 'fail'}"
+        what = awaited(command, succeed)
+        self.pristine = False
+        status, out = self._run(script, seconds + self.scaled(30), shown=command,
+                                doing=f"waiting for {what}")
         if status == 3:
-            raise WaitAbandoned(f"{gave_up} while waiting for {what}; last output:\n"
-                               f"{out[-3000:]}")
+            raise WaitAbandoned(what, gave_up, out, self._context())
         if status == 1:
-            raise MachineError(f"timed out after {seconds:.0f} s waiting for {what}; "
-                               f"last output:\n{out[-3000:]}")
+            raise WaitTimeout(what, seconds, out, self._context())
         if status != 0:
-            raise MachineError(f"waiting for {what} failed (exit {status}): {out[-3000:]}")
+            raise TargetUnusable(f"the loop waiting for {what} ended with exit {status}: "
+                                 f"{shorten(out)}", self._context())
         return out
 
-    def wait_for_open_port(self, port: int, addr: str = "127.0.0.1", timeout: float = 60) -> None:
-        tcp = shlex.quote(f"exec 3<>/dev/tcp/{addr}/{int(port)}")
-        self.wait_until_succeeds(f"nc -z -w 1 {shlex.quote(addr)} {int(port)} 2>&1 || "
-                                 f"bash -c {tcp}", timeout)
-
-    def wait_for_closed_port(self, port: int, addr: str = "127.0.0.1",
-                             timeout: float = 60) -> None:
-        tcp = shlex.quote(f"exec 3<>/dev/tcp/{addr}/{int(port)}")
-        self.wait_until_fails(f"bash -c {tcp} 2>/dev/null", timeout)
-
-    def wait_for_file(self, path: str, timeout: float = 60) -> None:
-        self.wait_until_succeeds(f"test -e {shlex.quote(path)}", timeout)
-
-    def wait_for_console_text(self, regex: str, timeout: float = 60) -> str:
-        self._ensure_started()
-        if self._console is None:
-            raise MachineError("the VM is not started")
+    def wait_for_console_text(self, regex: str, timeout: float = TIMEOUT) -> str:
+        """The first text matching `regex` the serial console showed (since the start)."""
+        what = f"the console to show {regex!r}"
+        self._ensure_up(f"waiting for {what}")
+        assert self._console is not None
+        seconds = self.scaled(timeout)
         try:
-            return self._console.wait_for(regex, self.timeout(timeout)).group(0)
-        except (TimeoutError, RuntimeError) as err:
-            raise MachineError(str(err)) from None
+            return self._console.wait_for(regex, seconds).group(0)
+        except TimeoutError:
+            raise WaitTimeout(what, seconds, context=self._context()) from None
+        except RuntimeError:
+            raise self._died(f"waiting for {what}") from None
 
     def send_console(self, text: str) -> None:
         """Types on the serial console (e.g. into the initramfs emergency shell)."""
-        self._ensure_started()
-        if self._console is None:
-            raise MachineError("the VM is not started")
+        self._ensure_up("typing on the console")
+        assert self._console is not None
         self._console.send(text)
-
-    def console_tail(self, chars: int = 3000) -> str:
-        return self._console.tail(chars) if self._console else ""
 
     # -- files, ports, screen -------------------------------------------------------------
     def copy_from_host(self, source: str | Path, target: str) -> None:
@@ -421,7 +439,7 @@ class QemuMachine:
             tar.add(source, arcname=Path(target).name)
         buffer.seek(0)
         parent = shlex.quote(str(Path(target).parent))
-        self._expect_ok(f"mkdir -p {parent} && tar -x -C {parent}", buffer)
+        self._succeed_with_input(f"mkdir -p {parent} && tar -x -C {parent}", buffer)
 
     def copy_from_vm(self, source: str, target_dir: str | Path) -> Path:
         """Copies a VM file or directory into the host folder `target_dir`; returns its path."""
@@ -433,12 +451,6 @@ class QemuMachine:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(target_dir, filter="data")
         return target_dir / src.name
-
-    def _expect_ok(self, command: str, stdin: io.BufferedIOBase, timeout: float = 120) -> str:
-        status, out = self.execute(command, timeout, stdin)
-        if status != 0:
-            raise MachineError(f"`{command}` exited {status}; output:\n{out[-3000:]}")
-        return out
 
     def forward_port(self, host_port: int, guest_port: int) -> None:
         """Forwards 127.0.0.1:host_port on the host to guest_port in the VM (QEMU user
@@ -454,8 +466,8 @@ class QemuMachine:
         rule = f"tcp:127.0.0.1:{int(host_port)}-:{int(guest_port)}"
         reply = self.qmp("human-monitor-command", **{"command-line": f"hostfwd_add net0 {rule}"})
         if reply:
-            raise UserError(f"cannot forward host port {host_port}: {reply.strip()}; "
-                            "choose a free port")
+            raise RequestRefused(f"cannot forward host port {host_port}: {reply.strip()}; "
+                                 "choose a free port")
 
     def screenshot(self, path: str | Path) -> Path:
         """The VGA screen as PNG (QEMU writes PPM; converted here without extra packages)."""

@@ -1,7 +1,10 @@
-"""The booted VM, saved once Docker is ready and cached by everything it depends on.
+"""The booted VM, saved once Docker is ready and cached by everything it depends on, and
+`VMFactory`, the one place a VM is wired from its parts (root, accelerator, memory,
+snapshot) for the CLI, the pytest plugin and the bench.
 
-Restoring it (a new QEMU process with -incoming) gives each test a fresh VM in well under a
-second instead of a boot. Concurrent workers (pytest -n) wait on a lock for the first one.
+Restoring the snapshot (a new QEMU process with -incoming) gives each test a fresh VM in
+well under a second instead of a boot. Concurrent workers (pytest -n) wait on a lock for
+the first one.
 """
 
 from __future__ import annotations
@@ -11,13 +14,47 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from framework.cache import exclusive
-from framework.vm.accel import qemu_binary
+from framework.vm.accel import qemu_binary, select_accel
 from framework.vm.cache import cache_dir
 from framework.vm.docker import Machine
-from framework.vm.machine import SMP, TCG_CPU, VMRoot
+from framework.vm.machine import DEFAULT_MEMORY_MIB, SMP, TCG_CPU, VMRoot
+
+
+@dataclass
+class VMFactory:
+    """What every VM of a session shares, and `machine()` to make one more from it."""
+
+    root: VMRoot
+    accel: str
+    memory_mib: int = DEFAULT_MEMORY_MIB
+    _snapshot: Path | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def prepare(cls, accel: str | None = None,
+                memory_mib: int = DEFAULT_MEMORY_MIB) -> VMFactory:
+        """The Docker host's root (built, or from the cache) and the accelerator: `accel`
+        (--accel) or what the KVM probe found."""
+        from framework.vm.host import docker_host  # the builder: only when a VM is wanted
+
+        root = docker_host()
+        return cls(root, select_accel(root.kernel, accel), memory_mib)
+
+    def snapshot(self) -> Path:
+        """The booted snapshot of this root, accelerator and memory (made if missing)."""
+        if self._snapshot is None:
+            self._snapshot = booted_snapshot(self.root, self.accel, self.memory_mib)
+        return self._snapshot
+
+    def machine(self, state_dir: Path, name: str = "machine", *,
+                booted: bool = True) -> Machine:
+        """A new VM with its files in `state_dir`: restored from the booted snapshot when it
+        is first used, or booted from cold (`booted=False`)."""
+        return Machine(self.root, self.accel, state_dir, name=name, memory_mib=self.memory_mib,
+                       snapshot=self.snapshot() if booted else None)
 
 
 def _key(root: VMRoot, accel: str, memory_mib: int) -> str:
@@ -39,7 +76,8 @@ def booted_snapshot(root: VMRoot, accel: str, memory_mib: int) -> Path:
             return path
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="cimages-vm-boot-") as tmp:
-            machine = Machine(root, accel, Path(tmp), name="snapshot", memory_mib=memory_mib)
+            machine = VMFactory(root, accel, memory_mib).machine(Path(tmp), "snapshot",
+                                                                 booted=False)
             try:
                 machine.start()
                 machine.wait_for_docker()

@@ -95,9 +95,17 @@ def connect(sock: socket.socket, user_key: KeyPair, host_key: KeyPair,
     return client
 
 
+class CommandTimeout(TimeoutError):
+    """A command still ran after its timeout; `output` is what it printed until then."""
+
+    def __init__(self, command: str, seconds: float, output: str) -> None:
+        super().__init__(f"`{command}` still running after {seconds:.0f} s")
+        self.output = output
+
+
 def run(client: paramiko.SSHClient, command: str, timeout: float,
         stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:
-    """(exit status, stdout+stderr) of `command`; TimeoutError after `timeout` seconds."""
+    """(exit status, stdout+stderr) of `command`; CommandTimeout after `timeout` seconds."""
     transport = client.get_transport()
     if transport is None or not transport.is_active():
         raise ConnectionError("the SSH connection to the VM is closed")
@@ -121,8 +129,7 @@ def run(client: paramiko.SSHClient, command: str, timeout: float,
                 out += _drain(channel)
                 return channel.recv_exit_status(), out.decode(errors="replace")
             if now > deadline:
-                raise TimeoutError(f"`{command}` still running after {timeout:.0f} s; "
-                                   f"output so far: {out.decode(errors='replace')[-2000:]!r}")
+                raise CommandTimeout(command, timeout, out.decode(errors="replace"))
             readable, _, _ = select.select([channel], [], [], 0.05)
             if readable:
                 chunk = channel.recv(1 << 16)
