@@ -48,10 +48,13 @@ def registry(tmp_path):
         yield running
 
 
-@pytest.fixture
-def auth_registry(tmp_path):
+@pytest.fixture(params=["htpasswd", "token"])
+def auth_registry(request, tmp_path):
+    """Basic authentication (htpasswd), and Bearer tokens from a token service (as Docker
+    Hub, GHCR or Harbor)."""
     password = "pw-" + secrets.token_hex(12)
-    with LocalRegistry(tmp_path / "auth-registry", users={"alice": password}) as running:
+    with LocalRegistry(tmp_path / "auth-registry", users={"alice": password},
+                       auth=request.param) as running:
         yield running, password
 
 
@@ -186,6 +189,14 @@ def test_push_to_an_authenticating_registry(auth_registry, tmp_path):
     pushed = push_json(HELLO, f"{address}/private/hello:1", tmp_path / "out",
                        env={"REGISTRY_AUTH_FILE": str(good)})
     assert pushed["sent"]["blobs"] == pushed["blobs"]
+    if running.auth == "token":  # one token for the push's scope, not one per request
+        granted = [c for c in running.tokens.issued if c["sub"] == "alice"]
+        assert len(granted) == 1 and granted[0]["access"] == [
+            {"type": "repository", "name": "private/hello", "actions": ["pull", "push"]}]
+    # A mount needs pull access to the source repository too: the token asks for it.
+    other = push_json(HELLO, f"{address}/private/other:1", tmp_path / "out",
+                      env={"REGISTRY_AUTH_FILE": str(good)})
+    assert other["skipped"]["mounted"] == other["blobs"]
     home = tmp_path / "home"
     home.mkdir()
     no_credentials = {"HOME": str(home), "REGISTRY_AUTH_FILE": "", "XDG_RUNTIME_DIR": "",

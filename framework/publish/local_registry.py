@@ -1,11 +1,15 @@
 """A private OCI registry on 127.0.0.1 for tests and the bench: Debian's `docker-registry`
 (distribution 2.8) on a free port, its own config file and storage folder, optionally with
-htpasswd (bcrypt) authentication; stopped by `stop()`, and killed with its parent."""
+authentication: htpasswd (Basic) or a token service (Bearer, as Docker Hub, GHCR and
+Harbor do: a small one here, RS256 JWTs from a self-signed key the registry trusts);
+stopped by `stop()`, and killed with its parent."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
+import os
 import shutil
 import socket
 import subprocess
@@ -43,16 +47,22 @@ class LocalRegistry:
     """`with LocalRegistry(folder) as registry:` ... `registry.address` is host:port."""
 
     def __init__(self, directory: Path, *, users: dict[str, str] | None = None,
-                 log_level: str = "info") -> None:
+                 auth: str = "htpasswd", log_level: str = "info") -> None:
         self.directory = directory
         self.users = users or {}
+        self.auth = auth  # with users: "htpasswd" or "token"
         self.log_level = log_level
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._tokens: TokenService | None = None  # with auth="token"
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def tokens(self) -> TokenService | None:
+        return self._tokens
 
     @property
     def storage(self) -> Path:
@@ -66,11 +76,20 @@ class LocalRegistry:
         config: dict[str, object] = {
             "version": 0.1,
             "log": {"level": self.log_level, "accesslog": {"disabled": True}},
+            # Debian's default configuration keeps blob descriptors in memory, as a real
+            # registry keeps them in redis: a HEAD is then a lookup, not a walk of the folder.
             "storage": {"filesystem": {"rootdirectory": str(self.storage)},
+                        "cache": {"blobdescriptor": "inmemory"},
                         "delete": {"enabled": True}},
             "http": {"addr": self.address},
         }
-        if self.users:
+        if self.users and self.auth == "token":
+            if self._tokens is None:
+                self._tokens = TokenService(self.directory / "token", self.users)
+            config["auth"] = {"token": {
+                "realm": f"http://{self._tokens.address}/token", "service": TokenService.SERVICE,
+                "issuer": TokenService.ISSUER, "rootcertbundle": str(self._tokens.certificate)}}
+        elif self.users:
             htpasswd = self.directory / "htpasswd"
             htpasswd.write_text("".join(htpasswd_line(u, p) + "\n"
                                         for u, p in self.users.items()))
@@ -115,6 +134,9 @@ class LocalRegistry:
         raise RuntimeError(f"{PROGRAM} did not answer in {START_TIMEOUT} s; log: {self.log}")
 
     def stop(self) -> None:
+        if self._tokens is not None:
+            self._tokens.close()
+            self._tokens = None
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
@@ -204,3 +226,91 @@ class CountingProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TokenService:
+    """The token endpoint of distribution's token auth: GET /token?service=&scope=... with
+    Basic credentials of a known user grants the scopes asked for; without credentials
+    (or with wrong ones: 401) nothing. Tokens are RS256 JWTs whose x5c header carries the
+    self-signed certificate the registry has as its root bundle."""
+
+    SERVICE = "cimages-test-registry"
+    ISSUER = "cimages-test-token-service"
+
+    def __init__(self, directory: Path, users: dict[str, str]) -> None:
+        import datetime
+        import http.server
+        import json
+        import urllib.parse
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+        from cryptography.x509.oid import NameOID
+
+        directory.mkdir(parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.ISSUER)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+        self.certificate = directory / "root.pem"
+        self.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+        self.issued: list[dict[str, object]] = []  # the claims of every token, for tests
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        def token(subject: str, scopes: list[str]) -> str:
+            access = []
+            for scope in scopes:
+                kind, _, rest = scope.partition(":")
+                repository, _, actions = rest.rpartition(":")
+                access.append({"type": kind, "name": repository,
+                               "actions": actions.split(",") if subject else []})
+            issued = int(time.time())
+            claims = {"iss": self.ISSUER, "sub": subject, "aud": self.SERVICE,
+                      "exp": issued + 300, "nbf": issued - 10, "iat": issued,
+                      "jti": base64.b16encode(os.urandom(8)).decode(), "access": access}
+            self.issued.append(claims)
+            header = {"typ": "JWT", "alg": "RS256", "x5c": [x5c]}
+            signing = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+            signature = key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256())
+            return f"{signing}.{b64(signature)}"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(url.query)
+                subject = ""
+                header = self.headers.get("Authorization", "")
+                if header.startswith("Basic "):
+                    user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                    if users.get(user) != password:
+                        self.send_response(401)
+                        self.end_headers()
+                        return
+                    subject = user
+                body = json.dumps({"token": token(subject, query.get("scope", [])),
+                                   "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

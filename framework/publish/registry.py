@@ -84,15 +84,14 @@ class Registry:
     """One repository of one registry, as the push sees it."""
 
     def __init__(self, ref: Reference, credentials: Credentials | None, *,
-                 tls_verify: bool = True, authfile_hint: str = "",
-                 mount_sources: Iterable[str] = ()) -> None:
+                 tls_verify: bool = True, authfile_hint: str = "") -> None:
         self.ref = ref
         self.credentials = credentials
         self.tls_verify = tls_verify
         self.scheme = "https"
         self._auth_hint = authfile_hint or searched()
-        self._scopes = [f"repository:{ref.repository}:pull,push",
-                        *(f"repository:{r}:pull" for r in sorted(set(mount_sources)))]
+        self._scopes = [f"repository:{ref.repository}:pull,push"]
+        self._bearer: dict[str, str] | None = None  # the token service's challenge
         self._authorization: str | None = None
         self._auth_lock = threading.Lock()
         self._local = threading.local()
@@ -254,11 +253,24 @@ class Registry:
                     raise self._needs_credentials()
                 self._authorization = self.credentials.basic()
             elif scheme == "bearer" and params.get("realm"):
+                self._bearer = params
                 self._authorization = "Bearer " + self._token(params)
             else:
                 raise UserError(f"the registry {self.ref.endpoint} asks for an authentication "
                                 f"scheme cimages does not speak (`{scheme or 'none'}`): push "
                                 "with skopeo instead")
+
+    def want_pull(self, repositories: Iterable[str]) -> None:
+        """Adds pull access to `repositories` (the sources of mounts) to the token's scopes;
+        with a token already, gets one that has them."""
+        new = [f"repository:{r}:pull" for r in sorted(set(repositories))
+               if r != self.ref.repository and f"repository:{r}:pull" not in self._scopes]
+        if not new:
+            return
+        with self._auth_lock:
+            self._scopes += new
+            if self._bearer is not None:
+                self._authorization = "Bearer " + self._token(self._bearer)
 
     def _token(self, params: dict[str, str]) -> str:
         """A token from the registry's token service for the scopes of this push."""
