@@ -179,7 +179,7 @@ class Registry:
             try:
                 conn.request(method, target, body=stream, headers=headers)
                 answer = conn.getresponse()
-                data = answer.read(1 << 20) if method != "HEAD" else b""
+                data = answer.read(1 << 20)  # for a HEAD: b"", and the answer is done
                 if answer.will_close or not answer.isclosed():
                     # A body we did not read fully, or a server that closes: start anew.
                     conn.close()
