@@ -20,15 +20,20 @@ from pathlib import Path
 import pytest
 
 from framework.builder import build
+from framework.errors import UserError
 from framework.net import free_port
+from framework.publish import auth
+from framework.publish.copy import parse_destination
 from framework.publish.local_registry import CountingProxy, LocalRegistry
 from framework.publish.push import push_layout
 from framework.publish.reference import parse
+from framework.publish.registry import _challenge
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "images" / "hello.yaml"
 
-pytestmark = pytest.mark.slow
+# The tests of the real parts (a registry, skopeo, podman) are slow; the parsing ones are not.
+slow = pytest.mark.slow
 
 
 def cimages(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -81,6 +86,7 @@ def manifest_status(address: str, repository: str, tag: str) -> int:
         conn.close()
 
 
+@slow
 def test_push_then_inspect_and_pull_by_digest_give_the_same_digest(registry, tmp_path):
     digestfile = tmp_path / "digest"
     pushed = push_json(HELLO, f"docker://{registry.address}/hello:1.2", tmp_path / "out",
@@ -104,6 +110,7 @@ def test_push_then_inspect_and_pull_by_digest_give_the_same_digest(registry, tmp
         .endswith("/hello:latest")
 
 
+@slow
 def test_second_push_uploads_no_layer_bytes(registry, tmp_path):
     """Counted twice: by the push, and by a relay that counts what the client sends."""
     with CountingProxy(registry.port) as proxy:
@@ -122,6 +129,7 @@ def test_second_push_uploads_no_layer_bytes(registry, tmp_path):
     assert first["sent"]["layerBytes"] > 1_000_000
 
 
+@slow
 def test_a_blob_in_another_repository_is_mounted_not_uploaded(registry, tmp_path):
     push_json(HELLO, f"{registry.address}/team/hello:1", tmp_path / "out")
     other = push_json(HELLO, f"{registry.address}/other/hello:1", tmp_path / "out")
@@ -132,6 +140,7 @@ def test_a_blob_in_another_repository_is_mounted_not_uploaded(registry, tmp_path
         == other["digest"]
 
 
+@slow
 def test_an_interrupted_push_leaves_no_manifest_and_a_retry_resumes(registry, hello):
     ref = parse(f"{registry.address}/hello:half", "half")
     settled: list[str] = []
@@ -152,6 +161,7 @@ def test_an_interrupted_push_leaves_no_manifest_and_a_retry_resumes(registry, he
     assert manifest_status(registry.address, "hello", "half") == 200
 
 
+@slow
 def test_a_push_killed_mid_upload_leaves_no_manifest_and_a_retry_resumes(registry, tmp_path):
     """SIGKILL (no clean-up at all) once a few MB of nginx's 34 MB went out."""
     nginx = ROOT / "images" / "nginx.yaml"
@@ -182,6 +192,7 @@ def auth_file(path: Path, address: str, user: str, password: str) -> Path:
     return path
 
 
+@slow
 def test_push_to_an_authenticating_registry(auth_registry, tmp_path):
     running, password = auth_registry
     address = running.address
@@ -214,6 +225,7 @@ def test_push_to_an_authenticating_registry(auth_registry, tmp_path):
         assert secret not in refused.stdout + refused.stderr
 
 
+@slow
 @pytest.mark.parametrize(("args", "expected"), [
     (["push", "127.0.0.1:{closed}/hello:1", "--tls-verify=false"], "is not reachable"),
     (["push", "{registry}/hello:1"], "pass --tls-verify=false"),
@@ -232,6 +244,7 @@ def test_bad_input_is_one_message_and_exit_2(registry, tmp_path, args, expected)
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
+@slow
 def test_copy_to_archives_is_readable_by_skopeo(hello, tmp_path):
     archives = tmp_path / "archives"
     archives.mkdir()
@@ -270,6 +283,7 @@ def podman_store():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@slow
 def test_copy_to_podman_runs_hello(podman_store, tmp_path):
     root, run = podman_store / "root", podman_store / "run"
     store = [f"--root={root}", f"--runroot={run}", "--storage-driver=vfs",
@@ -285,3 +299,133 @@ def test_copy_to_podman_runs_hello(podman_store, tmp_path):
                           "hello:copied"], capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
     assert "Hello, world!" in ran.stdout
+
+
+# Parsing, without a registry -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("localhost:5000/web:1.2", ("localhost:5000", "web", "1.2")),
+    ("docker://127.0.0.1:5000/team/web", ("127.0.0.1:5000", "team/web", "latest")),
+    ("nginx", ("docker.io", "library/nginx", "latest")),
+    ("someone/app:v1", ("docker.io", "someone/app", "v1")),
+    ("ghcr.io/o/r.x_y__z-w:T_1.0", ("ghcr.io", "o/r.x_y__z-w", "T_1.0")),
+    ("[::1]:5000/web:1", ("[::1]:5000", "web", "1")),
+    ("localhost/web", ("localhost", "web", "latest")),
+])
+def test_references_parse_as_docker_does(text, expected):
+    ref = parse(text, "latest")
+    assert (ref.registry, ref.repository, ref.tag) == expected
+    assert ref.endpoint == ("registry-1.docker.io" if expected[0] == "docker.io"
+                            else expected[0])
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("", "it is empty"),
+    ("localhost:5000/Web:1", "`Web`"),
+    ("localhost:5000/web:-1", "the tag `-1`"),
+    ("localhost:5000/web@sha256:" + "0" * 64, "not a digest"),
+    ("localhost:5000/", "the name component ``"),
+    ("local_host:5000/web", "is not a host[:port]"),
+    ("localhost:5000/" + "a" * 260, "longer than 255"),
+    ("containers-storage:web", "use `cimages copy"),
+    ("docker-daemon:web:1", "use `cimages copy"),
+])
+def test_a_bad_reference_is_said_with_the_syntax(text, says):
+    with pytest.raises(UserError) as raised:
+        parse(text, "latest")
+    assert says in str(raised.value)
+
+
+def test_auth_files_are_searched_in_containers_auth_order(tmp_path, monkeypatch):
+    def write(path: Path, key: str, user: str) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = base64.b64encode(f"{user}:secret-of-{user}".encode()).decode()
+        path.write_text(json.dumps({"auths": {key: {"auth": token}}}))
+        return path
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert auth.find("r.example:5000", "web") is None
+    write(tmp_path / "home/.docker/config.json", "https://r.example:5000/v2/", "docker")
+    assert auth.find("r.example:5000", "web").username == "docker"
+    write(tmp_path / "run/containers/auth.json", "r.example:5000", "podman")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert auth.find("r.example:5000", "web").username == "podman"
+    env_file = write(tmp_path / "env.json", "r.example:5000/team", "team")
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(env_file))
+    assert auth.find("r.example:5000", "team/web").username == "team"  # repository-scoped
+    assert auth.find("r.example:5000", "other").username == "podman"  # next file
+    hub = write(tmp_path / "hub.json", "https://index.docker.io/v1/", "hubuser")
+    assert auth.find("docker.io", "library/nginx", hub).username == "hubuser"
+    found = auth.find("r.example:5000", "web", env_file)
+    assert found is None  # --authfile alone is searched
+    assert "secret" not in repr(auth.find("r.example:5000", "web"))
+
+
+def test_a_broken_auth_file_is_said_without_its_content(tmp_path):
+    broken = tmp_path / "auth.json"
+    broken.write_text('{"auths": {"r:1": {"auth": "c2VjcmV0LXZhbHVl"')  # cut off
+    with pytest.raises(UserError) as raised:
+        auth.find("r:1", "web", broken)
+    assert str(broken) in str(raised.value) and "c2VjcmV0" not in str(raised.value)
+    broken.write_text(json.dumps({"auths": {"r:1": {"auth": "bm8tY29sb24="}}}))  # no-colon
+    with pytest.raises(UserError, match="not base64 of user:password"):
+        auth.find("r:1", "web", broken)
+    with pytest.raises(UserError, match="does not exist"):
+        auth.find("r:1", "web", tmp_path / "missing.json")
+
+
+def test_credential_helpers_are_run(tmp_path, monkeypatch):
+    helper = tmp_path / "bin/docker-credential-cimagestest"
+    helper.parent.mkdir()
+    helper.write_text('#!/bin/sh\nread server\n[ "$1" = get ] || exit 1\n'
+                      'echo "{\\"Username\\":\\"helped\\",\\"Secret\\":\\"s-$server\\"}"\n')
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ['PATH']}")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"credHelpers": {"r.example": "cimagestest"}}))
+    found = auth.find("r.example", "web", config)
+    assert (found.username, found.password) == ("helped", "s-r.example")
+    config.write_text(json.dumps({"credsStore": "absent"}))
+    with pytest.raises(UserError, match="docker-credential-absent is not on PATH"):
+        auth.find("r.example", "web", config)
+
+
+@pytest.mark.parametrize(("text", "target"), [
+    ("docker-daemon:hello", "docker-daemon:hello:latest"),
+    ("docker-daemon:localhost:5000/team/hello:2", "docker-daemon:localhost:5000/team/hello:2"),
+    ("containers-storage:hello:x", "containers-storage:hello:x"),
+    ("containers-storage:[vfs@/tmp/r+/tmp/rr]hello",
+     "containers-storage:[vfs@/tmp/r+/tmp/rr]hello:latest"),
+    ("oci-archive:/tmp/h.tar", "oci-archive:/tmp/h.tar:latest"),
+    ("docker-archive:/tmp/h.tar", "docker-archive:/tmp/h.tar:hello:latest"),
+    ("docker-archive:/tmp/h.tar:web:2", "docker-archive:/tmp/h.tar:web:2"),
+    ("docker://localhost:5000/hello", "docker://localhost:5000/hello"),
+])
+def test_destinations_are_completed_with_the_images_tag(text, target):
+    assert str(parse_destination(text, "hello", "latest")) == target
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("hello:latest", "names no destination"),
+    ("dir:/tmp/x", "names no destination"),
+    ("docker-daemon:", "names no image"),
+    ("docker-daemon:Hello:1", "`Hello`"),
+    ("docker-daemon:hello@sha256:" + "0" * 64, "names a digest"),
+    ("containers-storage:[oops", "[DRIVER@ROOT+RUNROOT]"),
+    ("oci-archive:", "names no file"),
+])
+def test_a_bad_destination_is_said(text, says):
+    with pytest.raises(UserError) as raised:
+        parse_destination(text, "hello", "latest")
+    assert says in str(raised.value)
+
+
+def test_challenges_parse():
+    assert _challenge('Bearer realm="https://auth.example/token",service="reg",'
+                      'scope="repository:a/b:pull,push"') == ("bearer", {
+                          "realm": "https://auth.example/token", "service": "reg",
+                          "scope": "repository:a/b:pull,push"})
+    assert _challenge('Basic realm="x"') == ("basic", {"realm": "x"})
