@@ -39,7 +39,7 @@ import yaml
 from framework.builder import BuildResult, build
 from framework.builder.lockfile import lock_path, read_lock
 from framework.builder.resolve import lock_definition, requested
-from framework.modules import evaluate
+from framework.options import evaluate
 from framework.publish.local_registry import CountingProxy, LocalRegistry
 from framework.publish.push import push_layout
 from framework.publish.reference import parse

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from framework.builder import build
-    from framework.modules import evaluate
+    from framework.options import evaluate
     from framework.publish.copy import parse_destination, skopeo_copy
 
     if args.dest.startswith("docker://"):

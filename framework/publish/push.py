@@ -122,7 +122,12 @@ class _Reader:
     """A blob file read for an upload: counts progress, stops when the push is abandoned."""
 
     def __init__(self, path: Path, progress: Progress, abort: threading.Event) -> None:
-        self._file: BinaryIO = path.open("rb")
+        try:
+            self._file: BinaryIO = path.open("rb")
+        except OSError as err:
+            raise UserError(f"{path} went away during the push ({err.strerror}): another "
+                            "build into the same output folder? Push again (the blobs sent "
+                            "so far are skipped)") from None
         self._progress, self._abort = progress, abort
         self.count = 0
 
