@@ -66,7 +66,7 @@ class PushResult:
     sent: dict[str, int] = field(default_factory=dict)  # digest -> bytes, uploaded
     present: dict[str, int] = field(default_factory=dict)  # already in the repository
     mounted: dict[str, int] = field(default_factory=dict)  # from another repository
-    manifest_bytes: int = 0
+    manifest_bytes: int = 0  # sent: 0 when the tag named this manifest already
     seconds: float = 0.0
     layer_bytes_sent: int = 0
     config_bytes_sent: int = 0
@@ -154,7 +154,7 @@ def push_layout(oci_dir: Path, digest: str, ref: Reference, *, tls_verify: bool 
     if registry is None:
         registry = open_registry(ref, tls_verify=tls_verify, authfile=authfile,
                                  credentials=credentials)
-    result = PushResult(ref, digest, blobs=len(blobs), manifest_bytes=len(manifest))
+    result = PushResult(ref, digest, blobs=len(blobs))
     result.phases["ping"] = registry.ping_seconds
     recorded = locations.known(ref.endpoint)  # the latest repository last
     known = {b.digest: [r for r in reversed(recorded.get(b.digest, []))
@@ -171,8 +171,14 @@ def push_layout(oci_dir: Path, digest: str, ref: Reference, *, tls_verify: bool 
         if observer:
             observer(kind, blob.digest, blob.size)
 
-    def settle(blob: Blob) -> None:
-        """HEAD; else a mount from a repository known to hold it; else one upload."""
+    tagged: list[str] = []
+
+    def settle(blob: Blob | None) -> None:
+        """HEAD; else a mount from a repository known to hold it; else one upload. None:
+        what the tag names now (a push of what is there sends nothing at all)."""
+        if blob is None:
+            tagged.append(registry.tagged(MANIFEST_TYPES))
+            return
         if registry.has_blob(blob.digest):
             progress.advance(blob.size)
             settled("present", blob, result.present)
@@ -199,10 +205,13 @@ def push_layout(oci_dir: Path, digest: str, ref: Reference, *, tls_verify: bool 
 
     blobs_started = time.monotonic()
     try:
-        _each(WORKERS, settle, blobs, registry)
+        _each(WORKERS, settle, [None, *blobs], registry)
         # Only now, with every blob in the repository, the manifest that names them.
         manifest_started = time.monotonic()
-        pushed = registry.put_manifest(media_type, manifest)
+        pushed = digest
+        if tagged != [digest]:
+            pushed = registry.put_manifest(media_type, manifest)
+            result.manifest_bytes = len(manifest)
     finally:
         registry.close()
     if pushed and pushed != digest:
@@ -263,5 +272,7 @@ def summary(result: PushResult) -> str:
     skipped = len(result.present) + len(result.mounted)
     mounted = f", {len(result.mounted)} mounted from other repositories" \
         if result.mounted else ""
-    return (f"{len(result.sent)} of {result.blobs} blobs sent ({_size(result.bytes_sent)} "
-            f"with the manifest), {skipped} skipped ({_size(result.bytes_skipped)}{mounted})")
+    manifest = "with the manifest" if result.manifest_bytes else \
+        "the tag named this manifest already"
+    return (f"{len(result.sent)} of {result.blobs} blobs sent ({_size(result.bytes_sent)}, "
+            f"{manifest}), {skipped} skipped ({_size(result.bytes_skipped)}{mounted})")

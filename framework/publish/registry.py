@@ -390,6 +390,16 @@ class Registry:
                                 "(cimages build) and push again")
             raise self.failure(f"refused blob {digest}", response)
 
+    def tagged(self, accept: Iterable[str]) -> str:
+        """The digest the tag names now ("" when it names none)."""
+        response = self.request("HEAD", self._url(f"manifests/{self.ref.tag}"),
+                                headers={"Accept": ", ".join(accept)})
+        if response.status == 200:
+            return response.header("Docker-Content-Digest")
+        if response.status == 404:
+            return ""
+        raise self.failure(f"answered HEAD of the manifest {self.ref.tag}", response)
+
     def put_manifest(self, media_type: str, manifest: bytes) -> str:
         response = self.request("PUT", self._url(f"manifests/{self.ref.tag}"), body=manifest,
                                 headers={"Content-Type": media_type,
