@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from framework.modules import evaluate
+from framework.options import evaluate
 
 HERE = Path(__file__).resolve().parent
 

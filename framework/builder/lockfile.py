@@ -54,16 +54,6 @@ class LockedPackage:
     def pin(self) -> tuple[str, str, str, str]:
         return (self.name, self.version, self.architecture, self.sha256)
 
-    # Kept for framework/bench/builder.py, which still spells the lock's key.
-    @property
-    def installedSize(self) -> int:
-        return self.installed_size
-
-    @classmethod
-    def from_resolved(cls, package: LockedPackage) -> LockedPackage:
-        """Kept for framework/bench/builder.py: apt resolves to this record already."""
-        return package
-
     def to_lock(self) -> dict[str, Any]:
         entry = {key: getattr(self, field) for field, key in LOCK_KEYS.items()}
         entry["depends"] = list(self.depends)

@@ -111,18 +111,9 @@ def option_tree(modules: Iterable[Module]) -> dict[str, Any]:
     return tree
 
 
-def evaluate(file: Path | str, modules: Sequence[Module] | None = None) -> Evaluation:
+def evaluate(file: Path | str, modules: Sequence[Module]) -> Evaluation:
     """The definition `file` evaluated with the option modules `modules`: the caller says
     which (`framework.options.evaluate` passes every module of cimages)."""
-    if modules is None:
-        # Only for callers written before the modules were the caller's to give:
-        # framework/s6/shellcheck.py, framework/bench/builder.py, tests/module_defs.py,
-        # tests/test_merge_rules.py and sandbox_tests/test_modules_systemd_sandbox.py.
-        # Remove once they call framework.options.evaluate: it is the one import from the
-        # module system back to the options.
-        from framework.options import ALL_MODULES
-
-        modules = ALL_MODULES
     tree = option_tree(modules)
     user = collect_modules(Path(file))
     user_defs = [node for _, node in user]

@@ -7,14 +7,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # at run time the builder imports the sandbox (image.run)
+    from framework.builder import BuildResult
 
 INI_IMAGES = "cimages_images"
 DEFAULT_IMAGES = "images"
 
-_builds: dict[Path, Any] = {}
+_builds: dict[Path, BuildResult] = {}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,7 +71,7 @@ def definition_path(config: pytest.Config, definition: str | Path,
     return path
 
 
-def built(definition: Path) -> Any:
+def built(definition: Path) -> BuildResult:
     """The BuildResult of a definition, built once per test session (and per worker)."""
     from framework.builder import build
 
@@ -78,7 +81,7 @@ def built(definition: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def image(pytestconfig: pytest.Config) -> Callable[[str], Any]:
+def image(pytestconfig: pytest.Config) -> Callable[[str], BuildResult]:
     """`image("web")`: the BuildResult of images/web.yaml, built once per session; pass it
     to `vm.load_image(...)`.
 
@@ -87,7 +90,7 @@ def image(pytestconfig: pytest.Config) -> Callable[[str], Any]:
     the rootdir. An unknown name fails the test with the names the folder holds.
     """
 
-    def get(name: str) -> Any:
+    def get(name: str) -> BuildResult:
         return built(definition_path(pytestconfig, name))
 
     return get

@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from framework.errors import UserError
 from framework.sandbox.rootfs import unpacked_root
 from framework.sandbox.runner import UID_BASE, Sandbox
+
+if TYPE_CHECKING:  # at run time the builder imports the sandbox (image.run)
+    from framework.builder import BuildResult
 
 # What Docker puts in a container's environment when the image does not set PATH.
 DOCKER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -22,12 +25,12 @@ def id_shift() -> int:
     return UID_BASE if os.geteuid() == 0 else 0
 
 
-def image_root(result: Any) -> Path:
+def image_root(result: BuildResult) -> Path:
     """The unpacked root of a BuildResult, owned as the sandbox's namespace expects."""
     return unpacked_root(result.layers, result.digest, uid_shift=id_shift())
 
 
-def start_image(result: Any, *, env: Mapping[str, str] | None = None,
+def start_image(result: BuildResult, *, env: Mapping[str, str] | None = None,
                 network: str = "private", capture: bool = True,
                 workdir: Path | None = None) -> Sandbox:
     """Run a BuildResult's entry point in a fresh sandbox."""
