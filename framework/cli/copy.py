@@ -26,17 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from framework.builder import build
     from framework.options import evaluate
-    from framework.publish.copy import parse_destination, skopeo_copy
+    from framework.publish.copy import check_destination, parse_destination, skopeo_copy
 
     if args.dest.startswith("docker://"):
         return push(args, args.dest)
     started = time.monotonic()
     image = evaluate(args.file).config["image"]
     destination = parse_destination(args.dest, image["name"], image["tag"])
+    options = check_destination(destination)  # a missing daemon is said before a build
     result = build(args.file, args.out, frozen=args.frozen)
     for warning in result.warnings:
         print(f"cimages: warning: {warning}", file=sys.stderr)
-    skopeo_copy(result.oci_dir, result.tag, destination)
+    skopeo_copy(result.oci_dir, result.tag, destination, options)
     if args.digestfile:
         write_atomic(args.digestfile, result.digest)
     seconds = time.monotonic() - started

@@ -156,18 +156,31 @@ def _policy_args() -> list[str]:
     return ["--insecure-policy"]
 
 
-def skopeo_copy(oci_dir: Path, source_tag: str, destination: Destination) -> None:
-    """Copies the image tagged `source_tag` in the layout `oci_dir` to `destination`."""
+def check_destination(destination: Destination) -> list[str]:
+    """What can be checked before a build (skopeo there, the daemon answering, the archive
+    path writable over), and skopeo's options for the destination."""
     if shutil.which("skopeo") is None:
         raise UserError("skopeo is not installed: `apt-get install skopeo` (make setup "
                         "installs it)")
     if destination.transport == "docker":
         raise AssertionError("a registry destination is pushed, not copied by skopeo")
-    args = ["skopeo", *_policy_args(), "copy", "--quiet"]
+    options: list[str] = []
     if destination.transport == "docker-daemon":
-        args += ["--dest-daemon-host", _daemon_host()]
+        options += ["--dest-daemon-host", _daemon_host()]
         if os.environ.get("DOCKER_CERT_PATH"):
-            args += ["--dest-cert-dir", os.environ["DOCKER_CERT_PATH"]]
+            options += ["--dest-cert-dir", os.environ["DOCKER_CERT_PATH"]]
+    if destination.path is not None:
+        _replaceable(destination.path, destination.transport)
+    return options
+
+
+def skopeo_copy(oci_dir: Path, source_tag: str, destination: Destination,
+                options: list[str] | None = None) -> None:
+    """Copies the image tagged `source_tag` in the layout `oci_dir` to `destination`;
+    `options` from check_destination (which runs here when not given)."""
+    if options is None:
+        options = check_destination(destination)
+    args = ["skopeo", *_policy_args(), "copy", "--quiet", *options]
     with tempfile.TemporaryDirectory(prefix="cimages-copy-") as scratch:
         source = oci_dir
         if ":" in str(oci_dir):  # skopeo's oci:PATH:REF splits at the first colon
