@@ -22,18 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from framework.bench.subject import current_lock, variant
 from framework.builder import build
 from framework.builder.apt import PrivateApt
 from framework.builder.download import cached_deb, download
-from framework.builder.lockfile import LockedPackage, lock_path, read_lock
-from framework.builder.resolve import lock_definition, requested
+from framework.builder.lockfile import LockedPackage
 from framework.cache import fresh_root, using
-from framework.options import evaluate
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFINITION = ROOT / "images" / "nginx.yaml"
 MMDEBSTRAP_TIMEOUT = 900
 
 
@@ -50,17 +45,6 @@ def _timed(action: Callable[[], Any]) -> float:
     started = time.monotonic()
     action()
     return time.monotonic() - started
-
-
-def _variant(directory: Path, stamp: str) -> Path:
-    """nginx.yaml plus one /etc file, with nginx's lock (the package set is the same)."""
-    definition = directory / "nginx-bench.yaml"
-    definition.write_text(yaml.safe_dump({
-        "imports": [str(DEFINITION)],
-        "environment": {"etc": {"bench-stamp": {"text": stamp}}},
-    }))
-    shutil.copy(lock_path(DEFINITION), lock_path(definition))
-    return definition
 
 
 def _local_repo(directory: Path, packages: list[LockedPackage]) -> str:
@@ -91,15 +75,11 @@ def _mmdebstrap(variant: str, packages: list[LockedPackage], repo: str, out: Pat
 
 
 def run() -> dict[str, Any]:
-    request = requested(evaluate(DEFINITION).config)
-    lock = read_lock(lock_path(DEFINITION))
-    if lock is None or (lock.request, lock.sources) != (request.packages, request.sources):
-        # The definition moved on: pin it again.
-        lock = lock_definition(DEFINITION, request)
+    lock = current_lock()
     debs_dir = download(lock.packages)[lock.packages[0].name].parent
     with tempfile.TemporaryDirectory(prefix="cimages-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        definition = _variant(tmp, "one\n")
+        definition = variant(tmp, "one\n")
         cold, result = [], None
         for attempt in range(3):
             cache = fresh_root(tmp / f"cache-{attempt}", debs_dir)
@@ -110,7 +90,7 @@ def run() -> dict[str, Any]:
         for attempt in range(5):
             warm.append(_timed(lambda: _with(
                 cache, lambda: build(definition, out, frozen=True))))
-            _variant(tmp, f"change {attempt}\n")
+            variant(tmp, f"change {attempt}\n")
             etc_change.append(_timed(lambda: _with(
                 cache, lambda: build(definition, out, frozen=True))))
         result = _with(cache, lambda: build(definition, out, frozen=True))

@@ -25,7 +25,6 @@ bench/results.json (`publish`).
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,31 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from framework.bench.subject import current_lock, variant
 from framework.builder import BuildResult, build
-from framework.builder.lockfile import lock_path, read_lock
-from framework.builder.resolve import lock_definition, requested
-from framework.options import evaluate
 from framework.publish.local_registry import CountingProxy, LocalRegistry
 from framework.publish.push import push_layout
 from framework.publish.reference import parse
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFINITION = ROOT / "images" / "nginx.yaml"
 RUNS = 5
 SKOPEO_TIMEOUT = 300
-
-
-def _variant(directory: Path, stamp: str) -> Path:
-    """nginx.yaml plus one /etc file, with nginx's lock (the package set is the same)."""
-    definition = directory / "nginx-bench.yaml"
-    definition.write_text(yaml.safe_dump({
-        "imports": [str(DEFINITION)],
-        "environment": {"etc": {"bench-stamp": {"text": stamp}}},
-    }))
-    shutil.copy(lock_path(DEFINITION), lock_path(definition))
-    return definition
 
 
 def _manifest(result: BuildResult) -> dict[str, Any]:
@@ -96,7 +78,7 @@ class _Loop:
         relay (which costs time), else straight to the registry."""
         if change:
             self.stamps += 1
-        definition = _variant(self.tmp, f"stamp {self.stamps}\n")
+        definition = variant(self.tmp, f"stamp {self.stamps}\n")
         self.proxy.reset()
         started = time.monotonic()
         result = build(definition, self.out, frozen=True)
@@ -127,7 +109,7 @@ class _Loop:
     def cli_round(self) -> float:
         """One round as a user runs it: `cimages push` (Python's start included)."""
         self.stamps += 1
-        definition = _variant(self.tmp, f"stamp {self.stamps}\n")
+        definition = variant(self.tmp, f"stamp {self.stamps}\n")
         started = time.monotonic()
         subprocess.run([sys.executable, "-m", "framework", "push", str(definition),
                         f"{self.registry.address}/nginx:dev", "--frozen", "--tls-verify=false",
@@ -167,10 +149,7 @@ def _method(tmp: Path, method: str) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    request = requested(evaluate(DEFINITION).config)
-    lock = read_lock(lock_path(DEFINITION))
-    if lock is None or (lock.request, lock.sources) != (request.packages, request.sources):
-        lock_definition(DEFINITION, request)  # the definition moved on: pin it again
+    current_lock()
     with tempfile.TemporaryDirectory(prefix="cimages-bench-publish-") as tmp_name:
         tmp = Path(tmp_name)
         methods = {method: _method(tmp, method)
