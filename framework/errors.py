@@ -8,6 +8,17 @@ import os
 import sys
 from collections.abc import Callable
 
+# How much of a command's output a message shows: its end, where the failure usually is.
+OUTPUT_SHOWN = 3000
+
+
+def shorten(text: str) -> str:
+    """The end of `text` for a message (the one place output is cut), saying what was cut."""
+    if len(text) <= OUTPUT_SHOWN:
+        return text
+    cut = text[-OUTPUT_SHOWN:]
+    return f"[{len(text) - len(cut)} earlier characters not shown]\n{cut}"
+
 
 class UserError(Exception):
     """A problem in the user's input or environment, with a message naming cause and fix."""

@@ -27,26 +27,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from framework.errors import UserError
+from framework.errors import UserError, shorten
 
 # Every command and wait of both tiers, in seconds as meant on a fast host (KVM, the
 # sandbox); a slower target stretches it (`Target.scaled`).
 TIMEOUT = 60.0
 # How much of an output a message shows: its end, this many characters.
-OUTPUT_SHOWN = 3000
 # The retry's pause after a missed attempt: from the first, doubled up to the most.
 POLL_FIRST = 0.01
 POLL_MOST = 0.1
 
 T = TypeVar("T")
-
-
-def shorten(text: str) -> str:
-    """The end of `text` for a message (the one place output is cut), saying what was cut."""
-    if len(text) <= OUTPUT_SHOWN:
-        return text
-    cut = text[-OUTPUT_SHOWN:]
-    return f"[{len(text) - len(cut)} earlier characters not shown]\n{cut}"
 
 
 def seconds_text(seconds: float) -> str:

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from framework.errors import UserError
+from framework.errors import OUTPUT_SHOWN, UserError, shorten
 from framework.sandbox.runner import Sandbox
 from framework.target import (
-    OUTPUT_SHOWN,
     TIMEOUT,
     VOCABULARY,
     CheckFailed,
@@ -34,7 +33,6 @@ from framework.target import (
     WaitAbandoned,
     WaitTimeout,
     retry,
-    shorten,
 )
 from framework.vm import snapshot
 from framework.vm.docker import Machine

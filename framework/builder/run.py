@@ -23,7 +23,7 @@ from pathlib import Path
 from framework.builder import layercache
 from framework.builder.layer import Entry, LayerBlob, write_layer
 from framework.builder.oci import ImageLayer
-from framework.errors import UserError
+from framework.errors import UserError, shorten
 
 TIMEOUT = 600  # seconds for each line
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -111,7 +111,7 @@ def run_layer(lines: list[str], below: list[ImageLayer], mtime: int) -> tuple[La
                 if box.exit_code is None:
                     box.stop(timeout=1)
             if code != 0:
-                output = box.logs().strip()[-2000:]
+                output = shorten(box.logs().strip())
                 raise UserError(f"image.run line `{line}` failed with exit code {code}: "
                                 f"{output or 'no output'}; fix the line")
         upper = work / "upper"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from framework.ci.matrix import Cell
+from framework.errors import shorten
 
 # A cell runs long (VM boots); this bounds it well under CI's own limit.
 CELL_TIMEOUT = 30 * 60
@@ -36,7 +37,7 @@ def run_cell(root: Path, cell: Cell, out: Path) -> int:
             sink.write(f"\ncimages ci-cell: {cell.name} ran over {CELL_TIMEOUT} s and was "
                        "stopped\n")
             code = 124
-    sys.stdout.write(log.read_text()[-4000:])
+    sys.stdout.write(shorten(log.read_text()))
     products = out / "nix-support" / "hydra-build-products"
     products.parent.mkdir(exist_ok=True)
     lines = [f"report junit {junit}", f"report allure {allure}"]

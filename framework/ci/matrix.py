@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from framework.ci import TIERS
-from framework.errors import UserError
+from framework.errors import UserError, shorten
 
 SOURCE = Path(__file__).resolve().parents[2]
 UNTAGGED = "untagged"
@@ -78,7 +78,7 @@ def collect(root: Path, tier: str) -> Collected:
         if result.returncode not in (0, 5):
             raise UserError(
                 f"collecting {TIERS[tier]} failed (pytest exit {result.returncode}); run "
-                f"`pytest --collect-only {TIERS[tier]}` to see why:\n{result.stdout[-2000:]}"
+                f"`pytest --collect-only {TIERS[tier]}` to see why:\n{shorten(result.stdout)}"
             )
         text = Path(out.name).read_text()
         if not text:  # nothing collected: pytest never finished collecting

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pexpect
 
+from framework.errors import shorten
 from framework.processes import die_with_parent
 
 
@@ -69,8 +70,8 @@ class Console:
     def send(self, text: str) -> None:
         self.child.send(text)
 
-    def tail(self, chars: int = 2000) -> str:
-        return self._text[-chars:]
+    def tail(self) -> str:
+        return shorten(self._text)
 
     def close(self, timeout: float = 5.0) -> None:
         """Ends QEMU (if it still runs) and the reader."""
