@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from framework.builder import build
+from framework.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "images" / "hello.yaml"
@@ -480,3 +481,45 @@ def test_build_check_reproduces_or_names_the_first_differing_entry(tmp_path):
     assert any(line.startswith("differs:  manifest: the last build is") for line in lines)
     assert any(line.startswith("differs:  layer 0:") for line in lines)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # it wrote nothing
+
+
+def test_image_layers_give_a_chosen_group_its_own_layer_first(tmp_path):
+    motd = f"one {tmp_path}\n"
+    group = ["libc6", "libgcc-s1", "gcc-12-base"]
+    definition = hello_variant(tmp_path, {"image": {"layers": [group]},
+                                          "environment": {"etc": {"motd": {"text": motd}}}})
+    first = build(definition, tmp_path / "out")
+    # base, the group, hello (the only other package), generated
+    assert len(first.layers) == 4
+    packages = {n.split("/")[-1] for n in layer_names(first.layers[1])
+                if n.startswith("var/lib/dpkg/status.d/") and not n.endswith(".md5sums")}
+    assert packages == set(group)
+    assert "var/lib/dpkg/status.d/hello" in layer_names(first.layers[2])
+    history = [h["created_by"] for h in first_history(first)]
+    assert history[1].startswith("cimages: image.layers[0]: packages libc6 ")
+    definition.write_text(definition.read_text().replace("one /", "two /"))
+    changed = build(definition, tmp_path / "out")
+    assert changed.layers[:-1] == first.layers[:-1] and changed.layers[-1] != first.layers[-1]
+
+
+def first_history(result) -> list[dict]:
+    index = json.loads((result.oci_dir / "index.json").read_text())
+    blobs = result.oci_dir / "blobs" / "sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
+    return [h for h in config["history"] if not h.get("empty_layer")]
+
+
+def test_image_layers_over_max_layers_group_the_rest_by_popularity(tmp_path):
+    result = build(hello_variant(tmp_path, {"image": {"maxLayers": 4,
+                                                      "layers": [["gcc-12-base"]]}}),
+                   tmp_path / "out")
+    assert len(result.layers) == 4  # base, gcc-12-base, the three others, generated
+    assert {n for n in layer_names(result.layers[1]) if "status.d" in n} >= {
+        "var/lib/dpkg/status.d/gcc-12-base"}
+
+
+def test_image_layers_outside_the_closure_are_named(tmp_path):
+    definition = hello_variant(tmp_path, {"image": {"layers": [["libc6", "nginx", "zsh"]]}})
+    with pytest.raises(UserError, match="nginx, zsh, not in the image's package closure"):
+        build(definition, tmp_path / "out")

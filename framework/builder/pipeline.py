@@ -19,7 +19,7 @@ from framework.builder.base import BaseImage, load_base
 from framework.builder.deb import data_tar
 from framework.builder.download import download
 from framework.builder.generated import GENERATORS
-from framework.builder.grouping import group_packages
+from framework.builder.grouping import explicit_groups, group_packages
 from framework.builder.layer import DirMeta, Entry, LayerBlob, with_parents, write_layer
 from framework.builder.lockfile import Lock, LockedPackage, lock_path, write_lock
 from framework.builder.oci import ImageLayer, image_config, write_docker_archive, write_layout
@@ -160,13 +160,18 @@ def _record_layers(definition: Path, lock: Lock, own: dict[str, str], frozen: bo
 
 
 def _add_package_layers(layers: list[ImageLayer], groups: list[list[LockedPackage]],
-                        blobs: list[LayerBlob]) -> dict[str, str]:
-    """Appends the package layers; returns the digest of each package's own layer."""
+                        blobs: list[LayerBlob], explicit: int = 0) -> dict[str, str]:
+    """Appends the package layers; returns the digest of each package's own layer. The
+    first `explicit` groups are image.layers'."""
     own_digests = {}
     in_base = {layer.digest for layer in layers}
-    for group, blob in zip(groups, blobs, strict=True):
+    for i, (group, blob) in enumerate(zip(groups, blobs, strict=True)):
         if len(group) == 1:
             own_digests[group[0].name] = blob.digest
+        if i < explicit:
+            label = f"cimages: image.layers[{i}]: packages " + \
+                ", ".join(f"{p.name} {p.version}" for p in group)
+        elif len(group) == 1:
             label = f"cimages: package {group[0].name} {group[0].version}"
         else:
             label = "cimages: packages " + ", ".join(p.name for p in group) + \
@@ -241,8 +246,16 @@ def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str,
         raise UserError(f"image.maxLayers is {image['maxLayers']} but the base and generated "
                         f"layers already take {fixed}; raise image.maxLayers")
     by_name = {p.name: p for p in lock.packages}
-    groups = [[by_name[n] for n in g] for g in
-              group_packages({p.name: p.depends for p in lock.packages}, max(slots, 1))]
+    chosen = explicit_groups(image["layers"], by_name)
+    rest = set(by_name) - {n for g in chosen for n in g}
+    if len(chosen) + bool(rest) > max(slots, 1):
+        raise UserError(f"image.layers asks for {len(chosen)} layers, but image.maxLayers "
+                        f"{image['maxLayers']} leaves {slots} for packages"
+                        + (" (and the other packages need one)" if rest else "")
+                        + "; raise image.maxLayers or merge groups")
+    groups = [[by_name[n] for n in g] for g in chosen + group_packages(
+        {p.name: p.depends for p in lock.packages}, max(slots - len(chosen), 1), rest)]
+    explicit = len(chosen)
 
     built, written = package_layers(groups, debs, ids, mtime)
     stats.written += written
@@ -253,7 +266,7 @@ def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str,
     layers: list[ImageLayer] = list(base.layers) if base else [ImageLayer.of(
         _memory_layer("base", _base_entries(), mtime, stats),
         "cimages: merged-/usr symlinks and base directories")]
-    own_digests = _add_package_layers(layers, groups, [layer.blob for layer in built])
+    own_digests = _add_package_layers(layers, groups, [layer.blob for layer in built], explicit)
     layers.append(_generated_layer(cfg, acc, lock.packages, infos, debs, mtime, stats))
     if image["run"]:
         blob, reused = run_layer(image["run"], layers, mtime)

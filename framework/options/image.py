@@ -77,6 +77,18 @@ MODULE = Module(
                 "definition file (relative to this file). Its layers come first.",
                 "./hello.yaml",
             ),
+            "layers": option(
+                t.list_of(t.list_of(t.str_)),
+                [],
+                "Groups of packages that get layers of their own, as nix2container's "
+                "buildLayer: a list of lists of package names, one layer per inner list, in "
+                "this order, after the base and before the other packages' layers. Every name "
+                "must be in the image's package closure (see its .lock). The remaining "
+                "packages get a layer each, or share layers by popularity when image.maxLayers "
+                "is reached. Put the rarely changing part of an image here, so that an edit to "
+                "the rest pushes only the rest.",
+                [["libc6", "libgcc-s1", "gcc-12-base"]],
+            ),
             "run": option(
                 t.list_of(t.str_), [], "Shell lines run at build time on the image root, in a "
                 "sandbox.", ["mkdir -p /srv/www"],
