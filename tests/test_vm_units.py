@@ -243,3 +243,59 @@ def test_docker_tunnel_closes_the_client_when_the_vm_is_gone():
             assert client.recv(10) == b""
     finally:
         tunnel.close()
+
+
+def _fake_module(depends: str) -> bytes:
+    """A minimal ELF64 with a .shstrtab and a .modinfo section, as kmods.modinfo reads."""
+    import struct
+
+    shstrtab = b"\0.shstrtab\0.modinfo\0"
+    modinfo_data = f"license=GPL\0depends={depends}\0".encode()
+    header = bytearray(64)
+    header[:4] = b"\x7fELF"
+    body = shstrtab + modinfo_data
+    shoff = 64 + len(body)
+    struct.pack_into("<Q", header, 0x28, shoff)
+    struct.pack_into("<HHH", header, 0x3A, 64, 3, 1)
+    sections = bytes(64)  # the null section
+    for name, offset, size in ((1, 64, len(shstrtab)), (11, 64 + len(shstrtab), len(modinfo_data))):
+        entry = bytearray(64)
+        struct.pack_into("<I", entry, 0, name)
+        struct.pack_into("<QQ", entry, 0x18, offset, size)
+        sections += bytes(entry)
+    return bytes(header) + body + sections
+
+
+def test_modules_are_found_compressed_or_built_in_and_come_out_plain(tmp_path):
+    import lzma
+
+    import zstandard
+
+    from framework.vm import kmods
+
+    tree = tmp_path / "kernel" / "drivers"
+    tree.mkdir(parents=True)
+    (tree / "virtio-rng.ko.xz").write_bytes(lzma.compress(_fake_module("rng_core")))
+    (tree / "rng_core.ko.zst").write_bytes(zstandard.ZstdCompressor().compress(_fake_module("")))
+    (tree / "ext4.ko").write_bytes(_fake_module("virtio_pci,mbcache"))
+    (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n"
+                                             "kernel/fs/mbcache.ko\n")
+    order = kmods.load_order(tmp_path, ["virtio_rng", "ext4", "crc32c_generic"],
+                             optional=frozenset({"crc32c_generic"}))
+    assert [m.filename for m in order] == ["rng_core.ko", "virtio-rng.ko", "ext4.ko"]
+    assert all(m.elf().startswith(b"\x7fELF") for m in order)
+    with pytest.raises(FileNotFoundError, match=r"neither a module file nor in modules\.builtin"):
+        kmods.load_order(tmp_path, ["missing"])
+
+
+def test_the_kernel_image_is_found_in_boot_or_beside_its_modules(tmp_path):
+    from framework.vm import initramfs
+
+    (tmp_path / "lib" / "modules" / "7.0-amd64").mkdir(parents=True)
+    beside = tmp_path / "usr" / "lib" / "modules" / "7.0-amd64"
+    beside.mkdir(parents=True)
+    (beside / "vmlinuz").write_bytes(b"kernel")
+    assert initramfs.kernel(tmp_path) == beside / "vmlinuz"
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / "vmlinuz-7.0-amd64").write_bytes(b"kernel")
+    assert initramfs.kernel(tmp_path) == tmp_path / "boot" / "vmlinuz-7.0-amd64"

@@ -21,6 +21,8 @@ from framework.vm.cache import cache_dir
 TOOLS = Path(__file__).with_name("initramfs-tools.yaml")
 MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "crc32c_generic", "ext4",
            "overlay"]
+# Newer kernels dropped it (crc32c is a library there); ext4 finds its checksum either way.
+OPTIONAL_MODULES = frozenset({"crc32c_generic"})
 
 
 def kernel_release(root: Path) -> str:
@@ -31,7 +33,14 @@ def kernel_release(root: Path) -> str:
 
 
 def kernel(root: Path) -> Path:
-    return root / "boot" / f"vmlinuz-{kernel_release(root)}"
+    """Debian's kernel image: /boot/vmlinuz-R, or /usr/lib/modules/R/vmlinuz on releases
+    (forky) that keep it beside its modules."""
+    release = kernel_release(root)
+    for path in (root / "boot" / f"vmlinuz-{release}",
+                 root / "usr" / "lib" / "modules" / release / "vmlinuz"):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no kernel image for {release} in {root}/boot or beside its modules")
 
 
 def build(root: Path) -> Path:
@@ -45,13 +54,14 @@ def build(root: Path) -> Path:
     out = cache_dir("initramfs") / f"{release}-{key}.cpio.gz"
     if out.exists():
         return out
-    order = kmods.load_order(modules_dir, MODULES)
+    order = kmods.load_order(modules_dir, MODULES, OPTIONAL_MODULES)
     entries = [cpio.directory(d) for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules")]
     busybox = (unpacked_root(tools.layers, tools.digest) / "usr/bin/busybox").read_bytes()
     entries += [cpio.file("bin/busybox", busybox, 0o755),
                 cpio.symlink("bin/sh", "busybox"),
                 cpio.file("init", init, 0o755),
-                cpio.file("modules.order", "\n".join(p.name for p in order).encode() + b"\n")]
-    entries += [cpio.file(f"lib/modules/{p.name}", p.read_bytes()) for p in order]
+                cpio.file("modules.order",
+                          "".join(f"{m.filename}\n" for m in order).encode())]
+    entries += [cpio.file(f"lib/modules/{m.filename}", m.elf()) for m in order]
     write_atomic(out, gzip.compress(cpio.archive(entries), compresslevel=1, mtime=0))
     return out

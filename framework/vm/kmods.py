@@ -1,9 +1,61 @@
-"""Kernel module dependencies read from each .ko's .modinfo section (no depmod needed)."""
+"""Kernel module dependencies read from each module's .modinfo section (no depmod needed).
+
+Debian's kernels differ by release: bookworm ships plain `.ko` files, trixie and later
+compress them (`.ko.xz`, or `.ko.zst`), and build more drivers in (listed in
+`modules.builtin`, which then need no loading). Modules are found in any of these forms and
+handed out decompressed, since the initramfs's busybox insmod reads plain ELF only.
+"""
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+
+import zstandard
+
+
+def _zstd(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+def _plain(data: bytes) -> bytes:
+    return data
+
+
+# Module file endings and how each is read, longest first.
+SUFFIXES = {".ko.xz": lzma.decompress, ".ko.zst": _zstd, ".ko.gz": gzip.decompress,
+            ".ko": _plain}
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str  # as modprobe spells it: dashes as underscores
+    path: Path
+
+    @property
+    def filename(self) -> str:
+        """Its file name once decompressed (`virtio-rng.ko`: dashes kept, as on disk)."""
+        for suffix in SUFFIXES:
+            if self.path.name.endswith(suffix):
+                return self.path.name.removesuffix(suffix) + ".ko"
+        raise ValueError(f"{self.path} is not a kernel module")
+
+    def elf(self) -> bytes:
+        """The module's ELF bytes, decompressed."""
+        for suffix, decompress in SUFFIXES.items():
+            if self.path.name.endswith(suffix):
+                return decompress(self.path.read_bytes())
+        raise ValueError(f"{self.path} is not a kernel module")
+
+
+def _module_name(filename: str) -> str | None:
+    for suffix in SUFFIXES:
+        if filename.endswith(suffix):
+            return filename.removesuffix(suffix).replace("-", "_")
+    return None
 
 
 def modinfo(ko: bytes) -> dict[str, str]:
@@ -26,24 +78,39 @@ def modinfo(ko: bytes) -> dict[str, str]:
     return {}
 
 
-def load_order(modules_dir: Path, wanted: list[str]) -> list[Path]:
-    """Paths of `wanted` modules and their dependencies, dependencies first."""
-    by_name = {p.name.removesuffix(".ko").replace("-", "_"): p
-               for p in modules_dir.rglob("*.ko")}
-    order: list[Path] = []
+def builtin(modules_dir: Path) -> set[str]:
+    """Names of the modules built into the kernel (`modules.builtin`)."""
+    listed = modules_dir / "modules.builtin"
+    if not listed.is_file():
+        return set()
+    return {name for line in listed.read_text().split()
+            if (name := _module_name(Path(line).name))}
+
+
+def load_order(modules_dir: Path, wanted: list[str], optional: frozenset[str] = frozenset()
+               ) -> list[Module]:
+    """`wanted` modules and their dependencies, dependencies first; built-in ones need no
+    loading, and an `optional` one this kernel does not have is left out."""
+    found = {name: Module(name, p) for p in sorted(modules_dir.rglob("*.ko*"))
+             if (name := _module_name(p.name))}
+    inside = builtin(modules_dir)
+    order: list[Module] = []
     seen: set[str] = set()
 
     def visit(name: str) -> None:
         name = name.replace("-", "_")
-        if name in seen:
+        if name in seen or name in inside:
             return
         seen.add(name)
-        path = by_name.get(name)
-        if path is None:
-            raise FileNotFoundError(f"kernel module {name} not found in {modules_dir}")
-        for dep in filter(None, modinfo(path.read_bytes()).get("depends", "").split(",")):
+        module = found.get(name)
+        if module is None:
+            if name in optional:
+                return
+            raise FileNotFoundError(f"kernel module {name} not found in {modules_dir} (neither "
+                                    "a module file nor in modules.builtin)")
+        for dep in filter(None, modinfo(module.elf()).get("depends", "").split(",")):
             visit(dep)
-        order.append(path)
+        order.append(module)
 
     for name in wanted:
         visit(name)
