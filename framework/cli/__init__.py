@@ -12,7 +12,7 @@ from framework.errors import run_entry_point
 # Imported inside main(): their imports (yaml, the builder) take long enough that a Ctrl-C
 # during them must end as an interrupt, not a traceback.
 COMMANDS = ["evaluate", "options", "matrix", "ci_cell", "report", "build", "lock", "init", "vm",
-            "push", "copy"]
+            "push", "copy", "cache"]
 
 
 def parser() -> argparse.ArgumentParser:
