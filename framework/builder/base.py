@@ -29,7 +29,7 @@ class BaseImage:
     config: dict[str, Any]
 
 
-def _history(config: dict[str, Any], count: int, ref: str) -> list[str]:
+def history_lines(config: dict[str, Any], count: int, ref: str) -> list[str]:
     lines = [h.get("created_by", "") for h in config.get("history", [])
              if not h.get("empty_layer")]
     return lines if len(lines) == count else [f"from {ref}"] * count
@@ -50,7 +50,7 @@ def _from_layout(path: Path) -> BaseImage:
         if len(diff_ids) != len(manifest["layers"]) or not all(map(is_digest, diff_ids)):
             raise UserError(f"{where}: the config's rootfs.diff_ids do not match the "
                             "manifest's layers; the layout is corrupt: build it again")
-        history = _history(config, len(diff_ids), str(path))
+        history = history_lines(config, len(diff_ids), str(path))
         layers = [ImageLayer(d["digest"], diff_ids[i], int(d["size"]),
                              verified_blob(blobs, d["digest"], where), d["mediaType"],
                              history[i]) for i, d in enumerate(manifest["layers"])]
@@ -66,7 +66,7 @@ def _from_archive(path: Path) -> BaseImage:
     with tarfile.open(path) as tar:
         manifest, config = archive_manifest(tar, where)
         diff_ids = config["rootfs"]["diff_ids"]
-        history = _history(config, len(diff_ids), str(path))
+        history = history_lines(config, len(diff_ids), str(path))
         layers = []
         for i, name in enumerate(manifest["Layers"]):
             data = archive_member(tar, name, where)

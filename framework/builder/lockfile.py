@@ -2,7 +2,10 @@
 
 YAML, sorted by package name, one mapping per package, so a diff of two locks reads as
 "which package moved to which version". `layer` is the digest the builder produced for
-the package's own layer, so a later build can check that it reproduced it.
+the package's own layer, so a later build can check that it reproduced it. `from` (only
+when `image.from` is a registry reference) pins the base image: the reference as written,
+the digest of the manifest for linux/amd64, and the index's digest when the reference
+named an index.
 """
 
 from __future__ import annotations
@@ -73,11 +76,43 @@ class LockedPackage:
         return cls(**values)
 
 
+BASE_KEYS = ("reference", "digest", "index", "platform")
+
+
+@dataclass(frozen=True)
+class BaseLock:
+    """`image.from` from a registry, pinned: what the reference named when it was locked."""
+
+    reference: str  # as the definition writes it, without docker://
+    digest: str  # the image manifest's, for the platform
+    index: str | None = None  # the index's (manifest list's), when the reference named one
+    platform: str | None = None  # "linux/amd64", when chosen from an index
+
+    def to_lock(self) -> dict[str, Any]:
+        return {key: value for key in BASE_KEYS if (value := getattr(self, key)) is not None}
+
+    @classmethod
+    def from_lock(cls, entry: Any, path: Path) -> BaseLock:
+        where = f"{path}: from"
+        if not isinstance(entry, dict) or not isinstance(entry.get("reference"), str):
+            raise UserError(f"{where} is not a mapping with `reference` and `digest`; run "
+                            "`cimages lock --update` to pin the base image again")
+        unknown = sorted(set(entry) - set(BASE_KEYS))
+        if unknown:
+            raise TypeError(f"unknown key {unknown[0]!r} in from")
+        base = cls(**entry)
+        hex_of(base.digest, f"{where}: digest")
+        if base.index is not None:
+            hex_of(base.index, f"{where}: index")
+        return base
+
+
 @dataclass(frozen=True)
 class Lock:
     request: list[str]  # the package names the definition asked for, sorted
     packages: list[LockedPackage]
     sources: DebianSources  # where they were resolved: the definition's debian.*
+    base: BaseLock | None = None  # image.from, when it is a registry reference
 
     def with_layers(self, layers: dict[str, str]) -> Lock:
         return replace(self, packages=[replace(p, layer=layers.get(p.name, p.layer))
@@ -98,8 +133,9 @@ def read_lock(path: Path) -> Lock | None:
         data = yaml.load(path.read_text(), Loader=_LOADER)
         packages = [_checked(LockedPackage.from_lock(p), path)
                     for p in data.get("packages") or []]
+        base = BaseLock.from_lock(data["from"], path) if "from" in data else None
         return Lock(sorted(data.get("request") or []), sorted(packages, key=lambda p: p.name),
-                    DebianSources.from_lock(data.get("debian")))
+                    DebianSources.from_lock(data.get("debian")), base)
     except (yaml.YAMLError, TypeError, AttributeError) as err:
         raise UserError(f"{path} is not a valid lock file ({err}); delete it and run "
                         f"`cimages lock {path.with_suffix('.yaml')}`") from err
@@ -121,9 +157,12 @@ def _checked(package: LockedPackage, path: Path) -> LockedPackage:
 
 def write_lock(path: Path, lock: Lock, definition: Path) -> None:
     packages = [p.to_lock() for p in sorted(lock.packages, key=lambda p: p.name)]
+    content: dict[str, Any] = {"debian": lock.sources.as_lock()}
+    if lock.base is not None:
+        content["from"] = lock.base.to_lock()
+    content.update(request=sorted(lock.request), packages=packages)
     text = HEADER.format(definition=definition.name) + yaml.dump(
-        {"debian": lock.sources.as_lock(), "request": sorted(lock.request),
-         "packages": packages},
+        content,
         Dumper=_DUMPER, sort_keys=False, default_flow_style=None, width=100,
     )
     if path.is_file() and path.read_text() == text:

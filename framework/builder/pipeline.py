@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.atomic import write_atomic
-from framework.builder import layercache, maintscripts
+from framework.builder import layercache, maintscripts, pull
 from framework.builder.accounts import Accounts, account_files, accounts
 from framework.builder.base import BaseImage, load_base
 from framework.builder.deb import data_tar
@@ -211,11 +211,18 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     stats = _Stats()
 
     lock = lock_for_build(definition, requested(cfg), frozen=frozen)
+    pulled = None
+    if pull.is_registry(image["from"]):
+        lock, pulled, said = pull.base_image(definition, image["from"], lock, frozen=frozen)
+        warnings += said
+    else:
+        lock = pull.drop_stale(definition, lock, frozen)
     debs = download(lock.packages)
     names = [p.name for p in lock.packages]
     acc: Accounts = accounts(cfg, maintscripts.system_accounts(names))
     with staged_output(out_dir) as stage:
-        result = _assemble(definition, cfg, lock, debs, acc, stage, frozen, stats, warnings)
+        result = _assemble(definition, cfg, lock, debs, acc, stage, frozen, stats, warnings,
+                           pulled)
     return replace(result, oci_dir=stage.final_path(result.oci_dir),
                    archive=stage.final_path(result.archive), sbom=stage.final_path(result.sbom),
                    layers=[stage.final_path(p) for p in result.layers],
@@ -233,13 +240,13 @@ def _base_image(ref: str, out_dir: Path, frozen: bool) -> BaseImage:
 
 def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str, Path],
               acc: Accounts, stage: Stage, frozen: bool, stats: _Stats,
-              warnings: list[str]) -> BuildResult:
+              warnings: list[str], pulled: BaseImage | None = None) -> BuildResult:
     """Every layer, then the whole output written into the stage folder."""
     image = cfg["image"]
     mtime = _epoch(image["created"])
     ids = acc.id_map()
     out_dir = stage.path
-    base = _base_image(image["from"], out_dir, frozen) if image["from"] else None
+    base = pulled or (_base_image(image["from"], out_dir, frozen) if image["from"] else None)
     fixed = (len(base.layers) if base else 1) + 1 + bool(image["run"])
     slots = image["maxLayers"] - fixed
     if slots < 1 and lock.packages:

@@ -1,7 +1,13 @@
 """`image.*`: what the OCI image config says, and how the image is assembled."""
 
+from pathlib import Path
+
 from framework.modules import Config, Module, option
 from framework.modules import types as t
+from framework.modules.nodes import Node
+
+# image.from values that name a registry (as the builder reads them back).
+REGISTRY_PREFIX = "docker://"
 
 # `image.interactive`: a /bin/sh (dash ships the link) and the usual tools.
 INTERACTIVE_PACKAGES = ["coreutils", "dash"]
@@ -13,6 +19,30 @@ def _config(cfg: Config) -> dict:
     return {"environment": {"systemPackages": INTERACTIVE_PACKAGES}}
 
 
+def _is_registry_reference(node: Node) -> bool:
+    """`docker://...`, or a first component that is a registry host (has a `.` or a `:`,
+    or is localhost) of a value that names no file beside the module."""
+    text = str(node.value)
+    if text.startswith(REGISTRY_PREFIX):
+        return True
+    first, slash, _ = text.partition("/")
+    if not slash or first in (".", "..") or first.startswith("."):
+        return False
+    if not ("." in first or ":" in first or first == "localhost"):
+        return False
+    if text.endswith((".yaml", ".yml", ".tar")):
+        return False
+    return not (Path(node.loc.file).parent / text).exists()
+
+
+def _base(node: Node) -> str:
+    if _is_registry_reference(node):
+        text = str(node.value)
+        return text if text.startswith(REGISTRY_PREFIX) else REGISTRY_PREFIX + text
+    return t.path.convert(node)
+
+
+base_image = t.Scalar("a path or a registry reference", lambda v: isinstance(v, str), _base)
 exposed_port = t.either(t.port, t.string(r"\d{1,5}(/(tcp|udp|sctp))?", "a port like 5000/tcp"))
 
 MODULE = Module(
@@ -71,10 +101,17 @@ MODULE = Module(
                 "are reproducible.",
             ),
             "from": option(
-                t.null_or(t.path),
+                t.null_or(base_image),
                 None,
-                "A base image: an OCI layout directory, a docker-archive tar, or another "
-                "definition file (relative to this file). Its layers come first.",
+                "A base image, whose layers come first: an OCI layout directory, a "
+                "docker-archive tar, another definition file (relative to this file), or a "
+                "registry reference (`docker.io/library/debian:bookworm-slim`, "
+                "`localhost:5000/web@sha256:...`; `docker://` is optional when the first "
+                "component is a host). A registry image is pinned by manifest digest in the "
+                "lock's `from:` (for linux/amd64 when the reference names an index), later "
+                "builds pull that digest, a tag that moved since is reported, and "
+                "`cimages lock --update` pins it again. Registry credentials come from the "
+                "usual auth files, as for `cimages push`.",
                 "./hello.yaml",
             ),
             "layers": option(

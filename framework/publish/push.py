@@ -252,12 +252,13 @@ def _each(workers: int, action: Callable[[Item], Answer], items: list[Item],
 
 
 def open_registry(ref: Reference, *, tls_verify: bool = True, authfile: Path | None = None,
-                  credentials: Credentials | None = None) -> Registry:
+                  credentials: Credentials | None = None,
+                  actions: str = "pull,push") -> Registry:
     """The registry of `ref`, reached and authenticated (or a UserError saying why not)."""
     if credentials is None:
         credentials = find(ref.registry, ref.repository, authfile)
     registry = Registry(ref, credentials, tls_verify=tls_verify,
-                        authfile_hint=searched(authfile))
+                        authfile_hint=searched(authfile), actions=actions)
     registry.ping()
     return registry
 

@@ -90,3 +90,15 @@ def check_digest(digest: str, what: str) -> str:
         raise UserError(f"{what} `{digest[:80]}` is not sha256: and 64 hex digits: rebuild "
                         "the image (cimages build)")
     return digest
+
+
+def parse_pull(text: str) -> tuple[Reference, str | None]:
+    """A reference to pull (`image.from`): `NAME[:TAG]`, `NAME@sha256:...` or both; the
+    digest, when given, is what is pulled (the tag is kept for messages)."""
+    name, at, digest = text.partition("@")
+    if at:
+        if not _DIGEST.fullmatch(digest):
+            raise _bad(text, f"`{digest[:80]}` after @ is not sha256: and 64 hex digits")
+        ref = parse(name, digest)
+        return ref, digest
+    return parse(text, "latest"), None

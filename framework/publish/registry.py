@@ -1,6 +1,7 @@
 """A client of the OCI distribution API (what `docker push` speaks), for what a push needs:
 ping and authentication (Basic, or Bearer tokens from the registry's token service), blob
-HEAD, cross-repository mount, monolithic blob upload, manifest PUT.
+HEAD, cross-repository mount, monolithic blob upload, manifest PUT; and for a base image
+(`image.from`), manifest and blob GET.
 
 One keep-alive connection per thread (the push runs a few threads), so a push of an image
 whose blobs are all there costs one round trip per blob on open connections. Every network
@@ -38,6 +39,7 @@ class Stream(Protocol):
 
 
 Body = bytes | Callable[[], Stream] | None  # a callable gives a fresh stream per attempt
+Sink = Callable[[Stream], None]  # reads a whole answer body
 
 
 @dataclass
@@ -84,13 +86,15 @@ class Registry:
     """One repository of one registry, as the push sees it."""
 
     def __init__(self, ref: Reference, credentials: Credentials | None, *,
-                 tls_verify: bool = True, authfile_hint: str = "") -> None:
+                 tls_verify: bool = True, authfile_hint: str = "",
+                 actions: str = "pull,push") -> None:
         self.ref = ref
         self.credentials = credentials
         self.tls_verify = tls_verify
         self.scheme = "https"
         self._auth_hint = authfile_hint or searched()
-        self._scopes = [f"repository:{ref.repository}:pull,push"]
+        self._scopes = [f"repository:{ref.repository}:{actions}"]
+        self._doing = "pushing to" if "push" in actions else "pulling from"
         self._bearer: dict[str, str] | None = None  # the token service's challenge
         self._authorization: str | None = None
         self._auth_lock = threading.Lock()
@@ -168,9 +172,10 @@ class Registry:
         return f"/v2/{self.ref.repository}/{path}"
 
     def _once(self, method: str, target: str, body: Body,
-              headers: dict[str, str]) -> Response:
+              headers: dict[str, str], sink: Sink | None = None) -> Response:
         """One request on this thread's connection; a kept-alive connection the server
-        closed meanwhile is opened again once."""
+        closed meanwhile is opened again once. `sink` reads a 200 answer's body itself
+        (from its start again when the request is repeated)."""
         headers = {"User-Agent": USER_AGENT, **headers}
         for attempt in (0, 1):
             conn = self._connection(fresh=attempt == 1)
@@ -179,7 +184,11 @@ class Registry:
             try:
                 conn.request(method, target, body=stream, headers=headers)
                 answer = conn.getresponse()
-                data = answer.read(1 << 20)  # for a HEAD: b"", and the answer is done
+                if sink is not None and answer.status == 200:
+                    sink(answer)
+                    data = b""
+                else:
+                    data = answer.read(1 << 20)  # for a HEAD: b"", and the answer is done
                 if answer.will_close or not answer.isclosed():
                     # A body we did not read fully, or a server that closes: start anew.
                     conn.close()
@@ -209,7 +218,7 @@ class Registry:
         raise AssertionError("unreachable")
 
     def request(self, method: str, target: str, body: Body = None,
-                headers: dict[str, str] | None = None) -> Response:
+                headers: dict[str, str] | None = None, sink: Sink | None = None) -> Response:
         """A request with authentication: a 401 is answered (Basic credentials, or a token
         for this push's scopes) and the request sent once more; a second 401 is a refusal."""
         headers = dict(headers or {})
@@ -218,7 +227,7 @@ class Registry:
                 authorization = self._authorization
             if authorization:
                 headers["Authorization"] = authorization
-            response = self._once(method, target, body, headers)
+            response = self._once(method, target, body, headers, sink)
             if response.status != 401:
                 return response
             if answered:
@@ -239,8 +248,9 @@ class Registry:
             return self._needs_credentials()
         return UserError(f"the registry {self.ref.endpoint} refused the credentials of user "
                          f"`{self.credentials.username}` from {self.credentials.source} for "
-                         f"pushing to {self.ref.repository}: log in again (`podman login "
-                         f"{self.ref.endpoint}`), or check that the user may push there")
+                         f"{self._doing} {self.ref.repository}: log in again (`podman login "
+                         f"{self.ref.endpoint}`), or check that the user may "
+                         f"{'push there' if 'push' in self._scopes[0] else 'pull from it'}")
 
     def _answer(self, header: str, authorization: str | None) -> None:
         """Answers a challenge to a request sent with `authorization`."""
@@ -407,3 +417,43 @@ class Registry:
         if response.status not in (200, 201):
             raise self.failure("refused the manifest", response)
         return response.header("Docker-Content-Digest")
+
+    # Pulling (a base image) ----------------------------------------------------------------
+
+    def get_manifest(self, reference: str, accept: Iterable[str]) -> tuple[str, bytes]:
+        """The media type and bytes of the manifest a tag or digest names; a missing one is
+        a UserError saying which."""
+        response = self.request("GET", self._url(f"manifests/{reference}"),
+                                headers={"Accept": ", ".join(accept)})
+        if response.status == 404:
+            raise UserError(f"the registry {self.ref.endpoint} has no manifest {reference} in "
+                            f"{self.ref.repository} (404 {registry_errors(response.body)})")
+        if response.status != 200:
+            raise self.failure(f"answered GET of the manifest {reference}", response)
+        media_type = response.header("Content-Type").split(";", 1)[0].strip()
+        return media_type, response.body
+
+    def get_blob(self, digest: str, sink: Sink) -> None:
+        """Streams the blob into `sink` (which starts over when called again); a redirect
+        to the registry's storage is followed without the registry's credentials."""
+        response = self.request("GET", self._url(f"blobs/{digest}"), sink=sink)
+        if response.status == 200:
+            return
+        if response.status in (301, 302, 303, 307, 308) and response.header("Location"):
+            location = urllib.parse.urljoin(f"{self.scheme}://{self.ref.endpoint}/",
+                                            response.header("Location"))
+            try:
+                with urllib.request.urlopen(
+                        urllib.request.Request(location, headers={"User-Agent": USER_AGENT}),
+                        timeout=TIMEOUT, context=self._context()) as answer:
+                    sink(answer)
+            except (OSError, http.client.HTTPException) as err:
+                raise UserError(f"the storage of {self.ref.endpoint} "
+                                f"({urllib.parse.urlsplit(location).netloc}) did not give blob "
+                                f"{digest} ({type(err).__name__}): try again later") from None
+            return
+        if response.status == 404:
+            raise UserError(f"the registry {self.ref.endpoint} has no blob {digest} in "
+                            f"{self.ref.repository}: the image was deleted or is incomplete "
+                            "there; push it again, or re-pin with `cimages lock --update`")
+        raise self.failure(f"answered GET of blob {digest}", response)
