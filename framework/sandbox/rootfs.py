@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from framework import cache
 from framework.cache import cache_dir
 from framework.errors import UserError
 
@@ -31,6 +32,7 @@ def unpacked_root(layers: Sequence[Path], digest: str, uid_shift: int = 0) -> Pa
     key = digest.replace("sha256:", "")[:32] + (f"-shift{uid_shift}" if uid_shift else "")
     roots = cache_dir("roots")
     final = roots / key
+    cache.hold(final)  # in use until this process ends: `cimages cache --gc` leaves it
     if final.is_dir():
         return final
     tmp = Path(tempfile.mkdtemp(dir=roots, prefix=f".{key}-"))
@@ -49,6 +51,7 @@ def unpacked_root(layers: Sequence[Path], digest: str, uid_shift: int = 0) -> Pa
     except BaseException:
         _remove(tmp)
         raise
+    cache.bounded()
     return final
 
 

@@ -8,6 +8,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from framework import cache
 from framework.builder import build
 from framework.cache import exclusive
 from framework.errors import UserError
@@ -59,23 +60,26 @@ def _add_files(disk: Path, folder: str, files: list[Path]) -> None:
 def _disk(root: Path, digest: str) -> Path:
     key = f"{digest.removeprefix('sha256:')[:32]}-r{DISK_RECIPE}"
     existing = cache_dir("disks") / f"{key}.ext4"
+    cache.hold(existing)  # in use until this process ends: `cimages cache --gc` leaves it
     if existing.exists():
         return existing
+    cache.release(existing)  # the same lock file: held shared, it would block exclusive()
     with exclusive(existing):
-        if existing.exists():
-            return existing
-        release = initramfs.kernel_release(root)
-        with tempfile.TemporaryDirectory(prefix="cimages-depmod-") as tmp:
-            index = _module_index(root, release, Path(tmp))
-            staged = rootdisk.root_disk(root, f"{key}.staged")
-            _add_files(staged, f"/usr/lib/modules/{release}", index)
-        staged.replace(existing)
+        if not existing.exists():
+            release = initramfs.kernel_release(root)
+            with tempfile.TemporaryDirectory(prefix="cimages-depmod-") as tmp:
+                index = _module_index(root, release, Path(tmp))
+                staged = rootdisk.root_disk(root, f"{key}.staged")
+                _add_files(staged, f"/usr/lib/modules/{release}", index)
+            staged.replace(existing)
+    cache.hold(existing)
     return existing
 
 
 def _keys(digest: str) -> tuple[KeyPair, KeyPair]:
     """The SSH user and host keys of VMs of this root (they live in its snapshot)."""
     folder = cache_dir("keys") / digest.removeprefix("sha256:")[:32]
+    cache.hold(folder)
     folder.mkdir(exist_ok=True)
     user, host = folder / "user_ed25519", folder / "host_ed25519"
     for path, comment in ((user, "cimages-vm-user"), (host, "cimages-vm-host")):
@@ -88,6 +92,7 @@ def docker_host() -> VMRoot:
     """The VM root, built (or reused from the caches) from docker-host.yaml."""
     # Into the cache, not the caller's build/: a project using the plugin must not find
     # the Docker host's image (hundreds of MB) in its own tree.
+    cache.hold(cache_dir("images") / "docker-host")
     result = build(definition(), cache_dir("images") / "docker-host")
     root = unpacked_root(result.layers, result.digest)
     init = list(result.config["image"]["entryPoint"] or [])
@@ -95,6 +100,9 @@ def docker_host() -> VMRoot:
         raise UserError("docker-host.yaml has no entry point: it needs its s6 services "
                         "(the s6 init becomes the entry point)")
     user_key, host_key = _keys(result.digest)
-    return VMRoot(digest=result.digest, kernel=vmlinux.bootable(initramfs.kernel(root)),
-                  initramfs=initramfs.build(root), disk=_disk(root, result.digest),
-                  init=init, user_key=user_key, host_key=host_key)
+    vm_root = VMRoot(digest=result.digest, kernel=vmlinux.bootable(initramfs.kernel(root)),
+                     initramfs=initramfs.build(root), disk=_disk(root, result.digest),
+                     init=init, user_key=user_key, host_key=host_key)
+    cache.hold(vm_root.kernel)
+    cache.hold(vm_root.initramfs)
+    return vm_root

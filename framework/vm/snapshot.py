@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from framework import cache
 from framework.cache import exclusive
 from framework.vm.accel import qemu_binary, select_accel
 from framework.vm.cache import cache_dir
@@ -69,21 +70,30 @@ def booted_snapshot(root: VMRoot, accel: str, memory_mib: int) -> Path:
     """The path of a snapshot of this root booted to Docker ready (made if missing)."""
     folder = cache_dir("snapshots")
     path = folder / f"{_key(root, accel, memory_mib)}.state"
+    cache.hold(path)  # in use until this process ends: `cimages cache --gc` leaves it
     if path.exists():
         return path
+    cache.release(path)  # the same lock file: held shared, it would block exclusive()
     with exclusive(path):
-        if path.exists():
-            return path
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="cimages-vm-boot-") as tmp:
-            machine = VMFactory(root, accel, memory_mib).machine(Path(tmp), "snapshot",
-                                                                 booted=False)
-            try:
-                machine.start()
-                machine.wait_for_docker()
-                machine.take_snapshot(path)
-            finally:
-                machine.crash()
-        print(f"cimages: booted the VM to Docker ready and saved it in "
-              f"{time.monotonic() - started:.1f} s ({path})", file=sys.stderr)
+        made = not path.exists()
+        if made:
+            _boot_and_save(root, accel, memory_mib, path)
+    cache.hold(path)
+    if made:
+        cache.bounded()
     return path
+
+
+def _boot_and_save(root: VMRoot, accel: str, memory_mib: int, path: Path) -> None:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="cimages-vm-boot-") as tmp:
+        machine = VMFactory(root, accel, memory_mib).machine(Path(tmp), "snapshot",
+                                                             booted=False)
+        try:
+            machine.start()
+            machine.wait_for_docker()
+            machine.take_snapshot(path)
+        finally:
+            machine.crash()
+    print(f"cimages: booted the VM to Docker ready and saved it in "
+          f"{time.monotonic() - started:.1f} s ({path})", file=sys.stderr)
