@@ -523,3 +523,18 @@ def test_image_layers_outside_the_closure_are_named(tmp_path):
     definition = hello_variant(tmp_path, {"image": {"layers": [["libc6", "nginx", "zsh"]]}})
     with pytest.raises(UserError, match="nginx, zsh, not in the image's package closure"):
         build(definition, tmp_path / "out")
+
+
+def test_a_build_without_archive_writes_none_and_keeps_only_a_matching_one(tmp_path):
+    definition = hello_variant(tmp_path)
+    out = tmp_path / "out"
+    bare = build(definition, out, archive=False)
+    assert bare.archive is None and not list(out.glob("*.tar"))
+    full = build(definition, out)
+    assert full.archive is not None and full.archive.is_file() and full.digest == bare.digest
+    kept = build(definition, out, archive=False)  # the same image: its archive stays
+    assert kept.archive == full.archive and kept.archive.is_file()
+    text = definition.read_text()
+    definition.write_text(text.replace("name: variant", "name: variant\n  tag: x"))
+    other = build(definition, out, archive=False)  # another image: no stale archive
+    assert other.archive is None and not list(out.glob("*.tar"))

@@ -40,7 +40,7 @@ class BuildResult:
     tag: str
     digest: str  # manifest digest, "sha256:..."
     oci_dir: Path
-    archive: Path  # docker-archive tar
+    archive: Path | None  # docker-archive tar (None when the build was asked for none)
     layers: list[Path]  # layer blobs in oci_dir, base first
     config: dict[str, Any]  # the evaluated definition
     lock_path: Path
@@ -200,7 +200,10 @@ def _generated_layer(cfg: dict[str, Any], acc: Accounts, packages: list[LockedPa
 
 
 def build(definition: Path | str, out_dir: Path | None = None, *,
-          frozen: bool = False) -> BuildResult:
+          frozen: bool = False, archive: bool = True) -> BuildResult:
+    """The image of `definition` in `out_dir`: an OCI layout, and a docker-archive unless
+    `archive` is false (a push reads the layout only; the archive is a copy of every
+    blob)."""
     started = time.monotonic()
     definition = Path(definition)
     evaluation = evaluate(definition)
@@ -222,9 +225,10 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     acc: Accounts = accounts(cfg, maintscripts.system_accounts(names))
     with staged_output(out_dir) as stage:
         result = _assemble(definition, cfg, lock, debs, acc, stage, frozen, stats, warnings,
-                           pulled)
+                           pulled, archive)
     return replace(result, oci_dir=stage.final_path(result.oci_dir),
-                   archive=stage.final_path(result.archive), sbom=stage.final_path(result.sbom),
+                   archive=stage.final_path(result.archive) if result.archive else None,
+                   sbom=stage.final_path(result.sbom),
                    layers=[stage.final_path(p) for p in result.layers],
                    seconds=time.monotonic() - started)
 
@@ -240,7 +244,8 @@ def _base_image(ref: str, out_dir: Path, frozen: bool) -> BaseImage:
 
 def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str, Path],
               acc: Accounts, stage: Stage, frozen: bool, stats: _Stats,
-              warnings: list[str], pulled: BaseImage | None = None) -> BuildResult:
+              warnings: list[str], pulled: BaseImage | None = None,
+              with_archive: bool = True) -> BuildResult:
     """Every layer, then the whole output written into the stage folder."""
     image = cfg["image"]
     mtime = _epoch(image["created"])
@@ -283,9 +288,12 @@ def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str,
     ref = f"{image['name']}:{image['tag']}"
     config = image_config(cfg, layers, base.config if base else None)
     layout = write_layout(out_dir / "oci", config, layers, image["tag"])
-    archive = out_dir / f"{image['name'].replace('/', '_')}.tar"
-    _docker_archive(stage, archive, layout.digest + ref, lambda: write_docker_archive(
-        archive, layout.config, layout.layers, ref, mtime))
+    tar = out_dir / f"{image['name'].replace('/', '_')}.tar"
+    def write() -> None:
+        write_docker_archive(tar, layout.config, layout.layers, ref, mtime)
+
+    archive = tar if _docker_archive(stage, tar, layout.digest + ref,
+                                     write if with_archive else None) else None
     sbom = out_dir / "sbom.spdx.json"
     _write_json(sbom, spdx(ref, layout.digest, image["created"], lock.packages))
     _write_json(out_dir / "maintainer-scripts.json", maintscripts.inventory(
@@ -302,10 +310,11 @@ def _assemble(definition: Path, cfg: dict[str, Any], lock: Lock, debs: dict[str,
     )
 
 
-def _docker_archive(stage: Stage, archive: Path, identity: str, write: Callable[[], None]
-                    ) -> None:
+def _docker_archive(stage: Stage, archive: Path, identity: str,
+                    write: Callable[[], None] | None) -> bool:
     """The archive is a copy of every blob: the last build's is linked when the image is
-    the same, else it is written."""
+    the same, else it is written; without `write`, only the link is made (no archive of
+    another image stays behind). Whether there is an archive now."""
     marker = archive.with_name(f".{archive.name}.digest")
     if stage.previous is not None:
         old = stage.previous / archive.name
@@ -313,7 +322,10 @@ def _docker_archive(stage: Stage, archive: Path, identity: str, write: Callable[
         if old.is_file() and old_marker.is_file() and old_marker.read_text() == identity:
             os.link(old, archive)
             marker.write_text(identity)
-            return
+            return True
+    if write is None:
+        return False
     write()
     marker.write_text(identity)
+    return True
 

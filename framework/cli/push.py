@@ -62,7 +62,8 @@ def push(args: argparse.Namespace, text: str) -> int:
     started = time.monotonic()
     ref = parse(text, "")  # a bad reference or registry is said before the build
     registry = open_registry(ref, tls_verify=args.tls_verify, authfile=args.authfile)
-    result = build(args.file, args.out, frozen=args.frozen)
+    # The push reads the layout only: no docker-archive (a copy of every blob) is written.
+    result = build(args.file, args.out, frozen=args.frozen, archive=False)
     for warning in result.warnings:
         print(f"cimages: warning: {warning}", file=sys.stderr)
     if not ref.tag:
