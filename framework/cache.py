@@ -198,7 +198,8 @@ def scan(root: Path | None = None) -> list[Folder]:
             if not child.name.startswith("."):  # in progress (a temporary sibling)
                 groups.setdefault(_stem(child.name), []).append(child)
         for members in groups.values():
-            members.sort(key=lambda p: (p.name.endswith(".lock"), p.name))
+            # The entry's own file first (X.state, not its X.ref): its lock is the entry's.
+            members.sort(key=lambda p: (p.name.endswith(".lock"), p.suffix == ".ref", p.name))
             size, freed, used = _measure(members, seen)
             folder.size += size
             folder.entries.append(Entry(name, members[0].name, members, freed, used))

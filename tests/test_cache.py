@@ -182,6 +182,9 @@ def test_cache_lists_folders_sizes_entries_total_bound_and_root(root, monkeypatc
     assert f"cache root: {root}" in out
     assert lines["debs"] == ["2.0", "MiB", "2"]  # a .lock is part of its entry
     assert lines["vm/snapshots"][2] == "1"  # the .state and its .ref: one entry
+    snapshot = next(e for f in cache.scan() if f.name == "vm/snapshots" for e in f.entries)
+    assert snapshot.name == "s.state"
+
     assert lines["roots"][2] == "1"
     assert "total 5.0 MiB in 4 entries; bound 500.0 MiB (CIMAGES_CACHE_MAX)" in out
     assert all((root / p).exists() for p in ("debs/a.deb", "roots/k", "vm/snapshots/s.state"))
