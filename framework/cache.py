@@ -84,6 +84,9 @@ AFTER_SNAPSHOTS = ("vm/disks", "vm/kernels", "vm/initramfs", "vm/keys")
 # Never evicted by the automatic bound (a build may be reading them without a lock).
 AUTO_ONLY = ("roots", "vm/snapshots", "vm/disks")
 AUTO_INTERVAL_S = 600
+# Entries used this recently stay through a gc (not a --clear): some readers (the VM's
+# flattened archives, derived snapshots) take no lock, and a test using one is running.
+GRACE_S = 600
 EVICTING = ".evicting-"
 _held: dict[str, int] = {}
 
@@ -326,6 +329,8 @@ def gc(limit: int | None = None, *, clear: bool = False,
             if not clear and now <= limit:
                 break
             if entry.folder in AFTER_SNAPSHOTS and _has_snapshots(root):
+                continue
+            if not clear and entry.used > time.time() - GRACE_S:
                 continue
             if evict(entry):
                 now -= entry.size

@@ -65,17 +65,24 @@ def test_gc_evicts_least_recently_used_first_until_under_the_bound(root, monkeyp
     old = blob(root / "debs" / "old.deb", 1, age_s=3000)
     middle = blob(root / "blobs" / "middle", 1, age_s=2000)
     recent = blob(root / "blobs" / "recent", 1, age_s=1000)
-    oldest_root = read_only_root(root / "roots" / "k1", age_s=500)
-    used_root = read_only_root(root / "roots" / "k2", age_s=4000)
-    (root / "roots" / "k2.lock").touch()  # touched on use: k2 was used just now
+    unused_root = read_only_root(root / "roots" / "k1", age_s=5000)
     monkeypatch.setenv(cache.MAX_ENV, "2.5M")
     assert main(["cache", "--gc"]) == 0
-    # Rebuilt entries go first (roots, oldest use first), then built blobs, downloads last.
-    assert not oldest_root.exists() and not used_root.exists()
-    assert not middle.exists()
+    # Rebuilt entries go first (roots), then built blobs, downloads last.
+    assert not unused_root.exists() and not middle.exists()
     assert recent.exists() and old.exists()
     assert cache.total(cache.scan()) <= 2.5 * MIB
     assert not list(root.glob("*/.evicting-*"))
+
+
+def test_a_use_touches_the_entrys_lock_and_counts_as_recent(root, monkeypatch):
+    files = [blob(root / "blobs" / f"b{i}", 1, age_s=5000 - i) for i in range(3)]
+    lock = files[0].with_name("b0.lock")
+    lock.touch()
+    os.utime(lock, (time.time() - 900, time.time() - 900))  # b0 used 15 minutes ago
+    monkeypatch.setenv(cache.MAX_ENV, "2M")
+    assert main(["cache", "--gc"]) == 0
+    assert [f.exists() for f in files] == [True, False, True]
 
 
 def test_gc_stops_as_soon_as_the_total_is_under_the_bound(root, monkeypatch):
@@ -98,7 +105,7 @@ time.sleep(60)
 @pytest.mark.parametrize("how", ["--gc", "--clear"])
 def test_an_entry_held_by_another_process_survives(root, monkeypatch, how):
     held = read_only_root(root / "roots" / "held", age_s=9000)
-    other = read_only_root(root / "roots" / "other", age_s=10)
+    other = read_only_root(root / "roots" / "other", age_s=9000)
     snapshot = blob(root / "vm" / "snapshots" / "s.state", 1, age_s=8000)
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(held)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)
@@ -111,6 +118,7 @@ def test_an_entry_held_by_another_process_survives(root, monkeypatch, how):
     finally:
         holder.kill()
         holder.wait()
+    os.utime(held.with_name("held.lock"), (1, 1))  # as if used long ago
     # Once its user is gone, the entry goes too.
     assert main(["cache", how]) == 0
     assert not held.exists()
@@ -132,11 +140,13 @@ def test_a_reader_after_an_eviction_finds_the_entry_gone(root):
 
 
 def test_disks_and_keys_stay_while_a_snapshot_needs_them(root, monkeypatch):
-    snapshot = blob(root / "vm" / "snapshots" / "s.state", 1, age_s=10)
+    snapshot = blob(root / "vm" / "snapshots" / "s.state", 1, age_s=9000)
     disk = blob(root / "vm" / "disks" / "d-r2.ext4", 1, age_s=9000)
     keys = root / "vm" / "keys" / "d"
     keys.mkdir(parents=True)
+    os.utime(keys, (1, 1))
     cache.hold(snapshot)
+    os.utime(snapshot.with_name("s.state.lock"), (1, 1))  # used long ago, held now
     try:
         monkeypatch.setenv(cache.MAX_ENV, "0")
         assert main(["cache", "--gc"]) == 0
@@ -162,6 +172,15 @@ def test_a_bad_bound_is_one_line_and_exit_2(root, monkeypatch, capsys, text):
     assert main(["cache", "--gc"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and cache.MAX_ENV in err and "5G" in err
+
+
+def test_gc_keeps_what_was_used_in_the_last_minutes_and_clear_does_not(root, monkeypatch):
+    fresh = blob(root / "vm" / "flat" / "f.tar", 1)
+    monkeypatch.setenv(cache.MAX_ENV, "0")
+    assert main(["cache", "--gc"]) == 0
+    assert fresh.exists()
+    assert main(["cache", "--clear"]) == 0
+    assert not fresh.exists()
 
 
 def test_the_default_bound(root):
