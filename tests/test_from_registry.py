@@ -147,3 +147,37 @@ def test_image_from_tells_references_from_paths(tmp_path):
         definition = definition_from(tmp_path, base)
         assert evaluate(definition).config["image"]["from"] == expected
     assert json.dumps(expected)
+
+
+def put_index(address: str, repository: str, tag: str, manifest: str, size: int) -> str:
+    """An OCI index naming `manifest` for linux/amd64 (and, to be skipped, for arm64)."""
+    import hashlib
+    import http.client
+    body = json.dumps({"schemaVersion": 2,
+                       "mediaType": "application/vnd.oci.image.index.v1+json",
+                       "manifests": [
+                           {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "digest": manifest, "size": size,
+                            "platform": {"os": "linux", "architecture": arch}}
+                           for arch in ("arm64", "amd64")]}).encode()
+    conn = http.client.HTTPConnection(address, timeout=10)
+    try:
+        conn.request("PUT", f"/v2/{repository}/manifests/{tag}", body=body, headers={
+            "Content-Type": "application/vnd.oci.image.index.v1+json"})
+        assert conn.getresponse().status == 201
+    finally:
+        conn.close()
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def test_an_index_is_pinned_with_the_amd64_manifest(registry, hello, tmp_path):
+    size = (hello.oci_dir / "blobs" / "sha256" / hello.digest[7:]).stat().st_size
+    index = put_index(registry.address, "hello", "multi", hello.digest, size)
+    definition = definition_from(tmp_path, f"{registry.address}/hello:multi")
+    build(definition, tmp_path / "out")
+    lock = read_lock(definition.with_suffix(".lock"))
+    assert lock is not None and lock.base is not None
+    assert (lock.base.digest, lock.base.index, lock.base.platform) == \
+        (hello.digest, index, "linux/amd64")
+    again = build(definition, tmp_path / "out")
+    assert not [w for w in again.warnings if "tag now names" in w]
