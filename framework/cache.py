@@ -272,6 +272,7 @@ def evict(entry: Entry) -> bool:
     if data and not any(lock == _lock_path(data[0]) for lock in locks):
         locks.append(_lock_path(data[0]))  # a reader arriving now waits for us
     fds: list[int] = []
+    doomed: list[Path] = []
     try:
         for lock in locks:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -282,7 +283,6 @@ def evict(entry: Entry) -> bool:
                 return False
         # Renamed first (atomic): a gc cut short leaves a hidden leftover, never an entry
         # that looks whole but is not; the next gc removes leftovers.
-        doomed = []
         for member in data:
             target = member.with_name(f"{EVICTING}{member.name}")
             with contextlib.suppress(FileNotFoundError):
@@ -290,12 +290,12 @@ def evict(entry: Entry) -> bool:
                 doomed.append(target)
         for lock in locks:  # last: a reader that opens it anew finds the entry gone
             lock.unlink(missing_ok=True)
-        for target in doomed:
-            _remove_tree(target)
-        return True
     finally:
         for fd in fds:
             os.close(fd)
+    for target in doomed:  # hidden now: no reader waits for this
+        _remove_tree(target)
+    return True
 
 
 def _tier(folder: str) -> int:
