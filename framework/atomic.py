@@ -9,6 +9,7 @@ was and removes its temporary file.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import tempfile
@@ -71,11 +72,32 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the
+    kernel or file system cannot."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return done == 0
+
+
 def replace_directory(new: Path, target: Path) -> None:
-    """Puts the complete folder `new` in the place of `target` (a sibling); the old one is
-    moved aside first, so `target` is never a half-deleted folder."""
+    """Puts the complete folder `new` in the place of `target` (a sibling). The two are
+    exchanged in one step, so at no moment is there no `target`: a reader opening a file in
+    it (a test serving the archive to a VM while another worker rebuilds it) sees the old
+    folder or the new one, never neither. Without renameat2 the old one is moved aside
+    first, so `target` is at least never a half-deleted folder."""
     if not target.exists():
         new.rename(target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now names the old folder
         return
     old = temporary_sibling(target)
     shutil.rmtree(old, ignore_errors=True)

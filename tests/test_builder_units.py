@@ -388,3 +388,39 @@ def test_no_module_of_the_builder_or_the_module_system_imports_itself_back(packa
     for name in sorted(graph):
         if name == package or name.startswith(package + "."):
             assert reaches(name, name) is None, " -> ".join(reaches(name, name) or [])
+
+
+def test_a_replaced_folder_is_never_missing_for_a_reader(tmp_path):
+    """Another process reading the output (the VM tier serving an archive) while a build
+    swaps in the next one always finds a whole folder."""
+    import threading
+
+    from framework.atomic import replace_directory
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "image.tar").write_text("0")
+    misses: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                (target / "image.tar").read_text()
+            except OSError as err:
+                misses.append(str(err))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for round_ in range(200):
+            new = tmp_path / f".out.new-{round_}"
+            new.mkdir()
+            (new / "image.tar").write_text(str(round_))
+            replace_directory(new, target)
+    finally:
+        done.set()
+        reader.join()
+    assert misses == []
+    assert (target / "image.tar").read_text() == "199"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
