@@ -1,6 +1,8 @@
 """`cimages copy`: a built image into a Docker daemon, Podman's store or an archive, as
 nix2container's copyToDockerDaemon / copyToPodman do, through skopeo (these destinations
-take the whole image anyway: there is nothing to skip, so nothing to gain by hand).
+take the whole image anyway: there is nothing to skip, so nothing to gain by hand), except a
+Docker daemon: that is one Engine API call (framework.publish.daemon), because Debian 12's
+skopeo speaks an API version Docker 25 and later refuse.
 
 Destinations (skopeo's transport syntax):
 - `docker-daemon:NAME[:TAG]`: the daemon of $DOCKER_HOST (unix:// or tcp://), else
@@ -159,16 +161,14 @@ def _policy_args() -> list[str]:
 def check_destination(destination: Destination) -> list[str]:
     """What can be checked before a build (skopeo there, the daemon answering, the archive
     path writable over), and skopeo's options for the destination."""
+    if destination.transport == "docker":
+        raise AssertionError("a registry destination is pushed, not copied by skopeo")
+    if destination.transport == "docker-daemon":
+        return ["--dest-daemon-host", _daemon_host()]  # loaded through the Engine API
     if shutil.which("skopeo") is None:
         raise UserError("skopeo is not installed: `apt-get install skopeo` (make setup "
                         "installs it)")
-    if destination.transport == "docker":
-        raise AssertionError("a registry destination is pushed, not copied by skopeo")
     options: list[str] = []
-    if destination.transport == "docker-daemon":
-        options += ["--dest-daemon-host", _daemon_host()]
-        if os.environ.get("DOCKER_CERT_PATH"):
-            options += ["--dest-cert-dir", os.environ["DOCKER_CERT_PATH"]]
     if destination.path is not None:
         _replaceable(destination.path, destination.transport)
     return options
