@@ -81,7 +81,9 @@ class _Loop:
         definition = variant(self.tmp, f"stamp {self.stamps}\n")
         self.proxy.reset()
         started = time.monotonic()
-        result = build(definition, self.out, frozen=True)
+        # As `cimages push` does, only the full-archive copy has a docker-archive written.
+        result = build(definition, self.out, frozen=True,
+                       archive=self.method == "fullArchive")
         built = time.monotonic()
         address = self.proxy.address if counted else self.registry.address
         destination = f"{address}/nginx:dev"
