@@ -72,11 +72,12 @@ DEFAULT_MAX = 10 * 2**30
 MAX_ENV = "CIMAGES_CACHE_MAX"
 # Folders holding further folders of entries rather than entries.
 NESTED = ("vm",)
-# Evicted first, least recently used first: what is rebuilt from the other caches (unpacked
-# roots, VM snapshots, disks, flattened archives, the VM's own images); then built layers;
-# downloads last.
+# Evicted by a gc, least recently used first: what is rebuilt from the other caches
+# (unpacked roots, VM snapshots, disks, flattened archives, the VM's own images); then built
+# layers. Every other folder (downloads: .debs, apt lists, npm tools; small state) only goes
+# with --clear: it is small, and fetching it again needs the network.
 TIERS = (("roots", "vm/snapshots", "vm/flat", "vm/images", "vm/disks", "vm/kernels",
-          "vm/initramfs", "tmp"),
+          "vm/initramfs", "vm/keys", "tmp"),
          ("blobs", "layers", "info"))
 # A snapshot boots with its disk, kernel, initramfs and SSH keys by name: those go only once
 # no snapshot is left.
@@ -330,7 +331,8 @@ def gc(limit: int | None = None, *, clear: bool = False,
                 break
             if entry.folder in AFTER_SNAPSHOTS and _has_snapshots(root):
                 continue
-            if not clear and entry.used > time.time() - GRACE_S:
+            if not clear and (entry.used > time.time() - GRACE_S
+                              or _tier(entry.folder) == len(TIERS)):
                 continue
             if evict(entry):
                 now -= entry.size

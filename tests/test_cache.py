@@ -68,10 +68,15 @@ def test_gc_evicts_least_recently_used_first_until_under_the_bound(root, monkeyp
     unused_root = read_only_root(root / "roots" / "k1", age_s=5000)
     monkeypatch.setenv(cache.MAX_ENV, "2.5M")
     assert main(["cache", "--gc"]) == 0
-    # Rebuilt entries go first (roots), then built blobs, downloads last.
+    # Rebuilt entries go first (roots), then built blobs; downloads only with --clear.
     assert not unused_root.exists() and not middle.exists()
     assert recent.exists() and old.exists()
     assert cache.total(cache.scan()) <= 2.5 * MIB
+    monkeypatch.setenv(cache.MAX_ENV, "0")
+    assert main(["cache", "--gc"]) == 0
+    assert not recent.exists() and old.exists()
+    assert main(["cache", "--clear"]) == 0
+    assert not old.exists()
     assert not list(root.glob("*/.evicting-*"))
 
 
