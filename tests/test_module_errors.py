@@ -184,3 +184,12 @@ def test_an_etc_source_symlink_out_of_the_folder_is_refused(write, capsys, tmp_p
 def test_a_long_image_name_is_refused(write, capsys):
     path = write("long.yaml", f"image: {{name: {'a' * 300}}}\n")
     assert_user_error(capsys, path, r"expects an image name of up to 128")
+
+
+@pytest.mark.parametrize("body", [
+    'environment: {etc: {motd: {text: x, user: "²"}}}',  # isdigit() but no int: a traceback
+    'users: {users: {alice: {description: "a\\x85b"}}}',  # NEL: a line end to some readers
+])
+def test_what_hypothesis_found_is_refused(write, capsys, body):
+    path = write("found.yaml", f"image: {{name: found}}\n{body}\n")
+    assert_user_error(capsys, path, r"expects")

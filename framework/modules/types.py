@@ -162,7 +162,10 @@ module_file = Scalar(
     and ".." not in Path(v).parts, _module_file)
 package = string(r"[a-z0-9][a-z0-9+.\-]+(:[a-z0-9]+)?", "a Debian package name (e.g. nginx)")
 port = integer(1, 65535)
-absolute_path = string(r"/[^\x00-\x1f\x7f]*",
+# C0 and C1 control characters and Unicode's line separators: what some readers of the
+# files these values go into take for the end of a line.
+_CONTROL = "\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029"
+absolute_path = string(rf"/[^{_CONTROL}]*",
                        "an absolute path inside the image, without control characters (e.g. /srv)")
 
 # Names that become file names, shell words or /etc/passwd fields. Each rule says what it
@@ -171,20 +174,22 @@ service_name = string(
     r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}",
     "a service name: up to 64 letters, digits, `_ . @ -`, not starting with `.` or `-` "
     "(e.g. web-1)")
+owner = string(r"[a-z_][a-z0-9_-]{0,31}|[0-9]{1,10}",
+               "an account name (e.g. www-data) or a number (e.g. 33)")
 account_name = string(
     r"[a-z_][a-z0-9_-]{0,31}",
     "an account name as useradd accepts it: up to 32 lowercase letters, digits, `_ -`, "
     "starting with a letter or `_` (e.g. alice)")
-account_field = string(r"[^:\x00-\x1f\x7f]*",
+account_field = string(rf"[^:{_CONTROL}]*",
                        "text without `:` or control characters such as line breaks "
                        "(e.g. Alice Liddell)")
-account_path = string(r"/[^:\x00-\x1f\x7f]*",
+account_path = string(rf"/[^:{_CONTROL}]*",
                       "an absolute path without `:` or control characters (e.g. /home/alice)")
 # One nginx/nix.conf directive's value: a line break or control character would end it and
 # start another directive than the option says.
-line = string(r"[^\x00-\x1f\x7f]*", "one line of text, without control characters")
+line = string(rf"[^{_CONTROL}]*", "one line of text, without control characters")
 # A name that nginx.conf puts before a `{` (a server name, a location): no braces or `;`.
-config_word = string(r"[^\x00-\x1f\x7f{};]+",
+config_word = string(rf"[^{_CONTROL}{{}};]+",
                      "a name without `{`, `}`, `;` or control characters (e.g. /api or = /x)")
 env_name = string(r"[A-Za-z_][A-Za-z0-9_]{0,127}",
                   "an environment variable name: letters, digits and `_`, not starting with a "

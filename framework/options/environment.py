@@ -12,8 +12,8 @@ ETC_FILE = t.submodule(
                          "./motd"),
         "mode": option(t.string(r"0?[0-7]{3,4}", "an octal mode like 0644"), "0644",
                        "Permission bits (octal)."),
-        "user": option(t.str_, "root", "Owner (name from users.users, or a number)."),
-        "group": option(t.str_, "root", "Group (name from users.groups, or a number)."),
+        "user": option(t.owner, "root", "Owner (name from users.users, or a number)."),
+        "group": option(t.owner, "root", "Group (name from users.groups, or a number)."),
     }
 )
 
