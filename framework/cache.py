@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from framework.processes import die_with_parent
+
 
 def cache_root() -> Path:
     # An override lets tests prove that two builds with different caches agree.
@@ -370,9 +372,12 @@ def bounded() -> None:
             return
         fcntl.flock(probe, fcntl.LOCK_UN)
     # In its own process: evicting gigabytes takes seconds the build or test must not wait.
+    # It dies with its parent like every other child (an eviction cut short leaves only
+    # hidden leftovers, which the next gc removes).
     subprocess.Popen([sys.executable, "-m", "framework.cache", str(limit)],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True,
+                     preexec_fn=die_with_parent,
                      env={**os.environ, "PYTHONPATH": os.pathsep.join(
                          [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])})
 

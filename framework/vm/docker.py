@@ -30,6 +30,7 @@ from urllib.parse import quote
 import paramiko
 
 from framework.atomic import write_atomic
+from framework.cache import hold
 from framework.target import (
     TIMEOUT,
     CheckFailed,
@@ -209,6 +210,7 @@ class Machine(QemuMachine):
         if self.pristine and self.snapshot is not None:
             key = hashlib.sha256(f"{self.snapshot.stem}|{digest}|{DERIVED_RECIPE}".encode())
             derived = cache_dir("snapshots") / f"{key.hexdigest()[:24]}.state"
+            hold(derived)  # in use until this process ends: `cimages cache --gc` leaves it
             ref_file = derived.with_suffix(".ref")
             if derived.exists() and ref_file.exists():
                 self.restore(derived)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from framework.builder.oci import archive_manifest
+from framework.cache import hold
 from framework.vm.cache import cache_dir
 
 WHITEOUT = ".wh."
@@ -79,6 +80,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def flattened(archive_path: Path, key: str) -> Path:
     """The single-layer docker-archive of `archive_path` (`key`: its image digest)."""
     out = cache_dir("flat") / f"{key.removeprefix('sha256:')[:32]}.tar"
+    hold(out)  # in use until this process ends: `cimages cache --gc` leaves it
     if out.exists():
         return out
     with tarfile.open(archive_path) as archive, \
