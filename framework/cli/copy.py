@@ -26,8 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from framework.builder import build
     from framework.options import evaluate
-    from framework.publish.copy import check_destination, parse_destination, skopeo_copy
-    from framework.publish.daemon import load
+    from framework.publish.copy import check_destination, copy_built, parse_destination
 
     if args.dest.startswith("docker://"):
         return push(args, args.dest)
@@ -38,11 +37,7 @@ def run(args: argparse.Namespace) -> int:
     result = build(args.file, args.out, frozen=args.frozen)
     for warning in result.warnings:
         print(f"cimages: warning: {warning}", file=sys.stderr)
-    if destination.transport == "docker-daemon":
-        assert result.archive is not None  # copy builds the archive
-        load(result.archive, f"{result.name}:{result.tag}", destination.target, options[1])
-    else:
-        skopeo_copy(result.oci_dir, result.tag, destination, options)
+    copy_built(result.oci_dir, result.archive, result.name, result.tag, destination, options)
     if args.digestfile:
         write_atomic(args.digestfile, result.digest)
     seconds = time.monotonic() - started

@@ -18,24 +18,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tarfile
 import tempfile
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 from framework.errors import UserError
+from framework.publish import daemon
 from framework.publish.reference import COPY_TRANSPORTS, parse
 
-SKOPEO_TIMEOUT = 900  # seconds: a big image into a slow daemon
-DAEMON_CONNECT_TIMEOUT = 5
+SKOPEO_TIMEOUT = 900  # seconds: a big image into a slow store
 _STORAGE_SPEC = re.compile(r"\[(?:(?P<driver>[a-z0-9_]+)@)?(?P<root>[^+\]]+)"
                            r"(?:\+(?P<runroot>[^:\]]+))?(?::[^\]]*)?\]")
-_DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 _FIXES = {
-    "docker-daemon": "check that dockerd runs and DOCKER_HOST points at it",
     "containers-storage": "check the store (`podman info`; as a user, run rootless podman "
                           "once), or name another with containers-storage:[DRIVER@ROOT+RUNROOT]",
     "oci-archive": "check that the folder is writable and has room",
@@ -100,28 +96,6 @@ def parse_destination(text: str, image: str, tag: str) -> Destination:
     return Destination(transport, f"{path_text}:{reference}", Path(path_text))
 
 
-def _daemon_host() -> str:
-    """$DOCKER_HOST, checked to answer, so that a missing daemon is said plainly."""
-    host = os.environ.get("DOCKER_HOST") or _DEFAULT_DOCKER_HOST
-    parts = urllib.parse.urlsplit(host)
-    fix = ("start dockerd, or set DOCKER_HOST to the daemon's URL (unix:///PATH or "
-           "tcp://HOST:PORT; the VM tier's vm.docker_host is one)")
-    try:
-        if parts.scheme == "unix":
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(DAEMON_CONNECT_TIMEOUT)
-                sock.connect(parts.path)
-        elif parts.scheme in ("tcp", "http", "https"):
-            socket.create_connection((parts.hostname or "", parts.port or 2375),
-                                     timeout=DAEMON_CONNECT_TIMEOUT).close()
-        else:
-            raise UserError(f"DOCKER_HOST `{host}` is not a unix:// or tcp:// URL: {fix}")
-    except OSError as err:
-        raise UserError(f"no Docker daemon answers at {host} "
-                        f"({err.strerror or type(err).__name__}): {fix}") from None
-    return host
-
-
 def _replaceable(path: Path, transport: str) -> None:
     """An archive is written over only an archive of the same kind (ours, or skopeo's)."""
     if path.is_dir() or path.is_symlink():
@@ -164,7 +138,8 @@ def check_destination(destination: Destination) -> list[str]:
     if destination.transport == "docker":
         raise AssertionError("a registry destination is pushed, not copied by skopeo")
     if destination.transport == "docker-daemon":
-        return ["--dest-daemon-host", _daemon_host()]  # loaded through the Engine API
+        daemon.answering(daemon.daemon_host())  # loaded through the Engine API, not skopeo
+        return []
     if shutil.which("skopeo") is None:
         raise UserError("skopeo is not installed: `apt-get install skopeo` (make setup "
                         "installs it)")
@@ -212,3 +187,14 @@ def skopeo_copy(oci_dir: Path, source_tag: str, destination: Destination,
         finally:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+def copy_built(oci_dir: Path, archive: Path | None, name: str, tag: str,
+               destination: Destination, options: list[str]) -> None:
+    """A build's image into `destination`: a Docker daemon loads the docker-archive, the
+    other destinations get it from the OCI layout through skopeo."""
+    if destination.transport == "docker-daemon":
+        assert archive is not None, "a copy to a daemon builds the docker-archive"
+        daemon.load(archive, f"{name}:{tag}", destination.target)
+    else:
+        skopeo_copy(oci_dir, tag, destination, options)

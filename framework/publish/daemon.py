@@ -10,13 +10,45 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import ssl
 import urllib.parse
 from pathlib import Path
 
 from framework.errors import UserError, shorten
 
 LOAD_TIMEOUT = 900  # seconds: a big image into a slow daemon (a VM under TCG)
+CONNECT_TIMEOUT = 5
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+def daemon_host() -> str:
+    """The daemon the Docker tools would use: $DOCKER_HOST, else the local socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def answering(host: str) -> None:
+    """Checks that a daemon answers at `host`, so that a missing one is said plainly, before
+    a build."""
+    parts = urllib.parse.urlsplit(host)
+    fix = ("start dockerd, or set DOCKER_HOST to the daemon's URL (unix:///PATH or "
+           "tcp://HOST:PORT; the VM tier's vm.docker_host is one)")
+    try:
+        if parts.scheme == "unix":
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(CONNECT_TIMEOUT)
+                sock.connect(parts.path)
+        elif parts.scheme in ("tcp", "http", "https"):
+            socket.create_connection((parts.hostname or "", parts.port or 2375),
+                                     timeout=CONNECT_TIMEOUT).close()
+        else:
+            raise UserError(f"DOCKER_HOST `{host}` is not a unix:// or tcp:// URL: {fix}")
+    except OSError as err:
+        raise UserError(f"no Docker daemon answers at {host} "
+                        f"({err.strerror or type(err).__name__}): {fix}") from None
+
+
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -34,6 +66,12 @@ def _connection(host: str) -> http.client.HTTPConnection:
     parts = urllib.parse.urlsplit(host)
     if parts.scheme == "unix":
         return _UnixConnection(parts.path, LOAD_TIMEOUT)
+    certs = os.environ.get("DOCKER_CERT_PATH")
+    if certs:  # a TLS daemon, as the docker CLI reaches it: ca.pem, cert.pem, key.pem there
+        context = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+        context.load_cert_chain(os.path.join(certs, "cert.pem"), os.path.join(certs, "key.pem"))
+        return http.client.HTTPSConnection(parts.hostname or "localhost", parts.port or 2376,
+                                           timeout=LOAD_TIMEOUT, context=context)
     return http.client.HTTPConnection(parts.hostname or "localhost", parts.port or 2375,
                                       timeout=LOAD_TIMEOUT)
 
@@ -52,9 +90,10 @@ def _request(host: str, method: str, path: str, body: object = None,
         connection.close()
 
 
-def load(archive: Path, source: str, reference: str, host: str) -> None:
-    """Loads the docker-archive (whose image is named `source`) into the daemon at `host`
-    and names it `reference` (NAME:TAG)."""
+def load(archive: Path, source: str, reference: str) -> None:
+    """Loads the docker-archive (whose image is named `source`) into the daemon of
+    $DOCKER_HOST and names it `reference` (NAME:TAG)."""
+    host = daemon_host()
     with archive.open("rb") as data:
         status, answer = _request(host, "POST", "/images/load?quiet=1", data, {
             "Content-Type": "application/x-tar",
