@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,32 +31,33 @@ SUFFIXES = {".ko.xz": lzma.decompress, ".ko.zst": _zstd, ".ko.gz": gzip.decompre
             ".ko": _plain}
 
 
+def _split(filename: str) -> tuple[str, Callable[[bytes], bytes]] | None:
+    """A module file's stem (`virtio-rng`) and how to read it; None for other files."""
+    for suffix, decompress in SUFFIXES.items():
+        if filename.endswith(suffix):
+            return filename.removesuffix(suffix), decompress
+    return None
+
+
 @dataclass(frozen=True)
 class Module:
-    name: str  # as modprobe spells it: dashes as underscores
+    stem: str  # the file name without its endings, as on disk: `virtio-rng`
     path: Path
+    decompress: Callable[[bytes], bytes]
+
+    @property
+    def name(self) -> str:
+        """As modprobe spells it: dashes as underscores."""
+        return self.stem.replace("-", "_")
 
     @property
     def filename(self) -> str:
-        """Its file name once decompressed (`virtio-rng.ko`: dashes kept, as on disk)."""
-        for suffix in SUFFIXES:
-            if self.path.name.endswith(suffix):
-                return self.path.name.removesuffix(suffix) + ".ko"
-        raise ValueError(f"{self.path} is not a kernel module")
+        """Its file name once decompressed (`virtio-rng.ko`)."""
+        return f"{self.stem}.ko"
 
     def elf(self) -> bytes:
         """The module's ELF bytes, decompressed."""
-        for suffix, decompress in SUFFIXES.items():
-            if self.path.name.endswith(suffix):
-                return decompress(self.path.read_bytes())
-        raise ValueError(f"{self.path} is not a kernel module")
-
-
-def _module_name(filename: str) -> str | None:
-    for suffix in SUFFIXES:
-        if filename.endswith(suffix):
-            return filename.removesuffix(suffix).replace("-", "_")
-    return None
+        return self.decompress(self.path.read_bytes())
 
 
 def modinfo(ko: bytes) -> dict[str, str]:
@@ -83,16 +85,17 @@ def builtin(modules_dir: Path) -> set[str]:
     listed = modules_dir / "modules.builtin"
     if not listed.is_file():
         return set()
-    return {name for line in listed.read_text().split()
-            if (name := _module_name(Path(line).name))}
+    return {split[0].replace("-", "_") for line in listed.read_text().split()
+            if (split := _split(Path(line).name))}
 
 
 def load_order(modules_dir: Path, wanted: list[str], optional: frozenset[str] = frozenset()
                ) -> list[Module]:
     """`wanted` modules and their dependencies, dependencies first; built-in ones need no
     loading, and an `optional` one this kernel does not have is left out."""
-    found = {name: Module(name, p) for p in sorted(modules_dir.rglob("*.ko*"))
-             if (name := _module_name(p.name))}
+    modules = [Module(split[0], p, split[1]) for p in sorted(modules_dir.rglob("*.ko*"))
+               if (split := _split(p.name))]
+    found = {m.name: m for m in modules}
     inside = builtin(modules_dir)
     order: list[Module] = []
     seen: set[str] = set()
