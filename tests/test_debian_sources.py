@@ -97,7 +97,7 @@ def test_the_hosts_apt_configuration_changes_nothing(tmp_path):
     assert "release: trixie" in locks[0]
 
 
-def test_a_deb_gone_from_the_mirror_comes_from_the_snapshot_service(tmp_path):
+def test_a_deb_gone_from_the_mirror_comes_from_the_snapshot_service(tmp_path, monkeypatch):
     lock = read_lock(lock_path(HELLO))
     assert lock is not None
     debs = download(lock.packages)  # the real bytes, from the real archive
@@ -127,16 +127,13 @@ def test_a_deb_gone_from_the_mirror_comes_from_the_snapshot_service(tmp_path):
         text = text.replace(f"securityMirror: {lock.sources.security_mirror}",
                             f"securityMirror: {mirror_url}debian-security")
         lock_path(definition).write_text(text)
-        os.environ["CIMAGES_SNAPSHOT_URL"] = snapshot_url
-        try:
-            built = cimages("build", "--frozen", "--json", str(definition),
-                            "-o", str(tmp_path / "out"), cache=tmp_path / "cache")
-            os.environ["CIMAGES_SNAPSHOT_URL"] = mirror_url  # knows nothing: the clear error
-            (tmp_path / "cache2").mkdir()
-            missing = cimages("build", "--frozen", str(definition), "-o", str(tmp_path / "o2"),
-                              cache=tmp_path / "cache2")
-        finally:
-            del os.environ["CIMAGES_SNAPSHOT_URL"]
+        monkeypatch.setenv("CIMAGES_SNAPSHOT_URL", snapshot_url)
+        built = cimages("build", "--frozen", "--json", str(definition),
+                        "-o", str(tmp_path / "out"), cache=tmp_path / "cache")
+        monkeypatch.setenv("CIMAGES_SNAPSHOT_URL", mirror_url)  # knows nothing: the clear error
+        (tmp_path / "cache2").mkdir()
+        missing = cimages("build", "--frozen", str(definition), "-o", str(tmp_path / "o2"),
+                          cache=tmp_path / "cache2")
     assert built.returncode == 0, built.stderr
     said = [line for line in built.stderr.splitlines() if "snapshot" in line or "gone" in line]
     assert len(said) == 1 and f"libc6 {gone.version}" in said[0], built.stderr
