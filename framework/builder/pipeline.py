@@ -199,6 +199,11 @@ def _generated_layer(cfg: dict[str, Any], acc: Accounts, packages: list[LockedPa
     return ImageLayer.of(blob, "cimages: generated files (accounts, /etc, services)")
 
 
+def default_output(name: str) -> Path:
+    """Where a build goes without `-o`: build/NAME under the working directory."""
+    return Path.cwd() / "build" / name.replace("/", "_")
+
+
 def build(definition: Path | str, out_dir: Path | None = None, *,
           frozen: bool = False, archive: bool = True) -> BuildResult:
     """The image of `definition` in `out_dir`: an OCI layout, and a docker-archive unless
@@ -210,7 +215,7 @@ def build(definition: Path | str, out_dir: Path | None = None, *,
     cfg = evaluation.config
     warnings = list(evaluation.warnings)
     image = cfg["image"]
-    out_dir = Path(out_dir) if out_dir else Path.cwd() / "build" / image["name"].replace("/", "_")
+    out_dir = Path(out_dir) if out_dir else default_output(image["name"])
     stats = _Stats()
 
     lock = lock_for_build(definition, requested(cfg), frozen=frozen)

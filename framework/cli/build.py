@@ -10,6 +10,7 @@ from pathlib import Path
 
 from framework.atomic import write_atomic
 from framework.builder import build
+from framework.builder.pipeline import default_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +68,7 @@ def _check(args: argparse.Namespace) -> int:
 
     definition = Path(args.file)
     name = evaluate(definition).config["image"]["name"]
-    out = args.out or Path.cwd() / "build" / name.replace("/", "_")
+    out = args.out or default_output(name)
     report = check(definition, out)
     for line in report.compared:
         print(f"compared: {line}")
