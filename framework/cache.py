@@ -62,7 +62,7 @@ def fresh_root(directory: Path, debs: Path) -> Path:
 
 # --- Bounding the caches -------------------------------------------------------------------
 # An entry is one child of a cache folder (a file such as debs/X.deb, blobs/X, or a directory
-# such as roots/KEY), together with its siblings of the same stem (KEY.lock, KEY.ref).
+# such as roots/KEY), together with its siblings of the same stem (KEY.lock, KEY.json).
 # Readers of big entries (VM snapshots and disks, unpacked roots) hold a shared flock on the
 # entry's .lock file for as long as their process lives (`hold`) and touch its mtime, which
 # is the entry's last use; eviction takes that lock exclusively without waiting and skips
@@ -75,7 +75,7 @@ MAX_ENV = "CIMAGES_CACHE_MAX"
 # Folders holding further folders of entries rather than entries.
 NESTED = ("vm",)
 # Evicted by a gc, least recently used first: what is rebuilt from the other caches
-# (unpacked roots, VM snapshots, disks, flattened archives, the VM's own images); then built
+# (unpacked roots, VM snapshots, disks, the VM's layer groups, the VM's own images); then built
 # layers. Every other folder (downloads: .debs, apt lists, npm tools; small state) only goes
 # with --clear: it is small, and fetching it again needs the network.
 TIERS = (("roots", "vm/snapshots", "vm/flat", "vm/images", "vm/disks", "vm/kernels",
@@ -88,9 +88,11 @@ AFTER_SNAPSHOTS = ("vm/disks", "vm/kernels", "vm/initramfs", "vm/keys")
 AUTO_ONLY = ("roots", "vm/snapshots", "vm/disks")
 AUTO_INTERVAL_S = 600
 # Entries used this recently stay through a gc (not a --clear): some readers (the VM's
-# flattened archives, derived snapshots) take no lock, and a test using one is running.
+# layer groups, derived snapshots) take no lock, and a test using one is running.
 GRACE_S = 600
 EVICTING = ".evicting-"
+# Files beside an entry's own that describe it (a derived snapshot's load record).
+SIDECARS = (".json",)
 _held: dict[str, int] = {}
 
 
@@ -204,8 +206,10 @@ def scan(root: Path | None = None) -> list[Folder]:
             if not child.name.startswith("."):  # in progress (a temporary sibling)
                 groups.setdefault(_stem(child.name), []).append(child)
         for members in groups.values():
-            # The entry's own file first (X.state, not its X.ref): its lock is the entry's.
-            members.sort(key=lambda p: (p.name.endswith(".lock"), p.suffix == ".ref", p.name))
+            # The entry's own file first (X.state, not its record X.json): its lock is the
+            # entry's.
+            members.sort(key=lambda p: (p.name.endswith(".lock"), p.suffix in SIDECARS,
+                                        p.name))
             size, freed, used = _measure(members, seen)
             folder.size += size
             folder.entries.append(Entry(name, members[0].name, members, freed, used))

@@ -198,14 +198,14 @@ def test_cache_lists_folders_sizes_entries_total_bound_and_root(root, monkeypatc
     (root / "debs" / "b.deb.lock").touch()
     read_only_root(root / "roots" / "k")
     blob(root / "vm" / "snapshots" / "s.state", 2)
-    (root / "vm" / "snapshots" / "s.ref").write_text("x")
+    (root / "vm" / "snapshots" / "s.json").write_text("x")
     monkeypatch.setenv(cache.MAX_ENV, "500M")
     assert main(["cache"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
     assert f"cache root: {root}" in out
     assert lines["debs"] == ["2.0", "MiB", "2"]  # a .lock is part of its entry
-    assert lines["vm/snapshots"][2] == "1"  # the .state and its .ref: one entry
+    assert lines["vm/snapshots"][2] == "1"  # the .state and its .json: one entry
     snapshot = next(e for f in cache.scan() if f.name == "vm/snapshots" for e in f.entries)
     assert snapshot.name == "s.state"
 

@@ -1,16 +1,13 @@
-"""Pure parts of the VM tier: the initramfs cpio writer, PPM->PNG, layer flattening, the
+"""Pure parts of the VM tier: the initramfs cpio writer, PPM->PNG, the
 accelerator override, the kernel's PVH extraction, Docker name checks and the docker_host
 tunnel's socket side. (Booting is covered by vmtests/.)"""
 
 from __future__ import annotations
 
-import io
-import json
 import lzma
 import socket
 import stat
 import struct
-import tarfile
 import threading
 import zlib
 from pathlib import Path
@@ -21,7 +18,6 @@ from framework.errors import UserError
 from framework.vm import cpio, vmlinux
 from framework.vm.accel import select_accel
 from framework.vm.docker import DockerTunnel, demux_logs, docker_name
-from framework.vm.flatten import flattened
 from framework.vm.png import ppm_to_png
 
 
@@ -59,45 +55,6 @@ def test_ppm_to_png_keeps_pixels():
     idat_len = struct.unpack(">I", png[33:37])[0]
     raw = zlib.decompress(png[41:41 + idat_len])
     assert raw == b"\0" + pixels[:6] + b"\0" + pixels[6:]
-
-
-def _layer(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def test_flatten_merges_layers_with_overrides_and_whiteouts(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    layers = [_layer({"etc/a": b"1", "etc/b": b"old", "etc/gone": b"x"}),
-              _layer({"etc/b": b"new", "etc/.wh.gone": b""})]
-    config = {"config": {"Env": ["K=v"]}, "rootfs": {"type": "layers", "diff_ids": []}}
-    archive = tmp_path / "image.tar"
-    with tarfile.open(archive, "w") as tar:
-        for name, data in [("l0.tar", layers[0]), ("l1.tar", layers[1]),
-                           ("c.json", json.dumps(config).encode()),
-                           ("manifest.json", json.dumps([{"Config": "c.json",
-                                                          "RepoTags": ["t:latest"],
-                                                          "Layers": ["l0.tar", "l1.tar"]}]
-                                                        ).encode())]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    flat = flattened(archive, "sha256:" + "ab" * 32)
-    with tarfile.open(flat) as tar:
-        manifest = json.load(tar.extractfile("manifest.json"))[0]
-        assert manifest["RepoTags"] == ["t:latest"] and len(manifest["Layers"]) == 1
-        new_config = json.load(tar.extractfile(manifest["Config"]))
-        assert new_config["config"] == {"Env": ["K=v"]}
-        assert len(new_config["rootfs"]["diff_ids"]) == 1
-        with tarfile.open(fileobj=tar.extractfile(manifest["Layers"][0])) as layer:
-            files = {m.name: layer.extractfile(m).read() for m in layer if m.isfile()}
-    assert files == {"etc/a": b"1", "etc/b": b"new"}
 
 
 def test_accel_override_is_checked(tmp_path: Path):

@@ -29,7 +29,6 @@ from urllib.parse import quote
 
 import paramiko
 
-from framework.atomic import write_atomic
 from framework.cache import hold
 from framework.target import (
     TIMEOUT,
@@ -41,13 +40,13 @@ from framework.target import (
     shorten,
 )
 from framework.vm import ssh
-from framework.vm.cache import cache_dir
+from framework.vm.derived import Nearest, derived_path, nearest, record_of, save_record
 from framework.vm.fileserver import served
-from framework.vm.flatten import flattened
+from framework.vm.grouped import GroupedImage, grouped
 from framework.vm.machine import QemuMachine
 
-# Bumped when what load_image does to an image changes, so derived snapshots are remade.
-DERIVED_RECIPE = "flat1"
+# Separates docker load's answer from the removal of the image a load replaced.
+REPLACED_MARK = "CIMAGES-REPLACED"
 SOCKET = "/var/run/docker.sock"
 # --fail-with-body: a refused call exits non-zero and still prints the daemon's message.
 CURL = f"curl -sS --fail-with-body --unix-socket {SOCKET}"
@@ -198,39 +197,53 @@ class Machine(QemuMachine):
         """Loads a docker-archive (a BuildResult or a path) into dockerd; returns its
         name:tag.
 
-        On a VM still exactly as restored, the result is itself snapshotted (keyed by the
-        snapshot and the image), so the next test loading it restores that instead: under
-        TCG, dockerd needs many seconds to unpack an image and a restore well under two.
+        The image goes in as a few merged layers (grouped.py). On a VM still exactly as
+        restored, the result is itself snapshotted (derived.py), so the next test loading it
+        restores that instead: under TCG, dockerd needs many seconds to unpack an image and
+        a restore well under two. After an edit, the snapshot of the image's nearest earlier
+        load is restored and only the layers it lacks are sent.
         """
         archive = Path(getattr(image, "archive", image))
-        digest = str(getattr(image, "digest", "") or _file_key(archive))
-        derived = None
-        if not self.is_up() and self.snapshot is not None:
+        parent = self.snapshot
+        if not self.is_up() and parent is not None:
             self.pristine = True  # it starts as the snapshot, untouched
-        if self.pristine and self.snapshot is not None:
-            key = hashlib.sha256(f"{self.snapshot.stem}|{digest}|{DERIVED_RECIPE}".encode())
-            derived = cache_dir("snapshots") / f"{key.hexdigest()[:24]}.state"
-            hold(derived)  # in use until this process ends: `cimages cache --gc` leaves it
-            ref_file = derived.with_suffix(".ref")
-            if derived.exists() and ref_file.exists():
-                self.restore(derived)
-                return ref_file.read_text()
-        flat = flattened(archive, digest)
-        with served(flat) as url:
-            status, out = self._run(
-                f"set -o pipefail; curl -sSf {url} | {API}/images/load?quiet=1 -X POST "
-                "-H 'Content-Type: application/x-tar' -T -", self.scaled(timeout))
+        if not self.pristine or parent is None:
+            return self._load(grouped(archive), timeout)
+        derived = derived_path(parent, str(getattr(image, "digest", "") or _file_key(archive)))
+        hold(derived)  # in use until this process ends: `cimages cache --gc` leaves it
+        record = record_of(derived)
+        if record is not None:
+            self.restore(derived)
+            return record.ref
+        vm_image = grouped(archive)
+        near = nearest(parent, vm_image)
+        if near is not None:
+            self.restore(near.snapshot)
+        ref = self._load(vm_image, timeout, near)
+        self.take_snapshot(derived, resume=True)
+        save_record(derived, parent, ref, vm_image)
+        self.snapshot, self.pristine = derived, True
+        return ref
+
+    def _load(self, image: GroupedImage, timeout: float, near: Nearest | None = None) -> str:
+        """docker load of `image`, leaving out the groups the VM restored from `near` has;
+        the image `near` loaded is removed once the new one took its tags."""
+        skip = near.shared if near is not None else 0
+        replaced = near.record.image_id if near is not None else image.image_id
+        script = (f"set -o pipefail; curl -sSf {{url}} | {API}/images/load?quiet=1 -X POST "
+                  "-H 'Content-Type: application/x-tar' -T -")
+        if replaced != image.image_id:
+            script += (f" && echo && echo {REPLACED_MARK} && "
+                       f"{CURL} -X DELETE http://docker/images/{replaced}")
+        with served(lambda out: image.write_archive(out, skip)) as url:
+            status, out = self._run(script.format(url=url), self.scaled(timeout))
+        out, _, deleted = out.partition(REPLACED_MARK)
         if status != 0 or "errorDetail" in out or "Loaded image" not in out:
-            raise CheckFailed(f"docker load of {archive} failed (exit {status}): "
-                              f"{shorten(out)}", self._context())
+            raise CheckFailed(f"docker load of {image.repo_tags or image.image_id} failed "
+                              f"(exit {status}): {shorten(out + deleted)}", self._context())
         messages = [json.loads(line) for line in out.splitlines() if line.strip()]
         loaded = [m["stream"] for m in messages if "Loaded image" in m.get("stream", "")]
-        ref = loaded[-1].split(":", 1)[1].strip()
-        if derived is not None:
-            write_atomic(derived.with_suffix(".ref"), ref)
-            self.take_snapshot(derived, resume=True)
-            self.snapshot, self.pristine = derived, True
-        return ref
+        return str(loaded[-1].split(":", 1)[1].strip())
 
     def run_container(self, image: str, *command: str, name: str | None = None,
                       ports: dict[int, int] | None = None, env: dict[str, str] | None = None,

@@ -1,34 +1,79 @@
-"""Serves one host file to the VM over HTTP: QEMU's user networking lets the guest reach the
-host's loopback as 10.0.2.2, several times faster than pushing bytes through SSH."""
+"""Serves one host file, or a stream written on demand, to the VM over HTTP: QEMU's user
+networking lets the guest reach the host's loopback as 10.0.2.2, several times faster than
+pushing bytes through SSH."""
 
 from __future__ import annotations
 
 import http.server
+import io
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, cast
 
 GUEST_HOST_ADDR = "10.0.2.2"
+CHUNK = 1 << 20
+
+# A writer of the body: it streams the bytes into the file it is given.
+Body = Callable[[BinaryIO], None]
+
+
+class _Chunked(io.RawIOBase):
+    """HTTP/1.1 chunked encoding, in chunks of CHUNK bytes: the terminating chunk is written
+    only once the body is whole, so a writer that fails halfway is a failed transfer for
+    curl, not a short file."""
+
+    def __init__(self, out: BinaryIO | io.BufferedIOBase) -> None:
+        self.out, self.pending = out, bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.pending += data
+        if len(self.pending) >= CHUNK:
+            self._send()
+        return len(data)
+
+    def _send(self) -> None:
+        if self.pending:
+            self.out.write(b"%x\r\n%s\r\n" % (len(self.pending), bytes(self.pending)))
+            self.pending.clear()
+
+    def finish(self) -> None:
+        self._send()
+        self.out.write(b"0\r\n\r\n")
 
 
 @contextmanager
-def served(path: Path) -> Iterator[str]:
-    """The URL, as the guest sees it, of `path` while the context lasts."""
+def served(source: Path | Body) -> Iterator[str]:
+    """The URL, as the guest sees it, of the file `source` (or of what `source` writes when
+    it is fetched) while the context lasts."""
     token = secrets.token_urlsafe(16)
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def do_GET(self) -> None:
             if self.path != f"/{token}":
                 self.send_error(404)
                 return
             self.send_response(200)
-            self.send_header("Content-Length", str(path.stat().st_size))
+            self.send_header("Connection", "close")
+            if isinstance(source, Path):
+                self.send_header("Content-Length", str(source.stat().st_size))
+                self.end_headers()
+                with source.open("rb") as data:
+                    shutil.copyfileobj(data, self.wfile, CHUNK)
+                return
+            self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            with path.open("rb") as data:
-                shutil.copyfileobj(data, self.wfile, 1 << 20)
+            body = _Chunked(self.wfile)
+            source(cast(BinaryIO, body))
+            body.finish()
 
         def log_message(self, *args: object) -> None:
             pass  # the VM's own command reports failures
