@@ -64,12 +64,16 @@ def archive(path: Path, layers: list[Layer], history: list[str], tags: list[str]
 
 
 def apply(tree: dict[str, bytes | None], layer: tarfile.TarFile) -> None:
-    """Applies a layer as dockerd does: a whiteout removes what is there, an opaque marker
-    what lower layers put in its directory, every other entry is written."""
+    """Applies a layer as dockerd does: every entry's missing parent directories are made
+    (whiteouts' too), a whiteout removes what is there, an opaque marker what lower layers
+    put in its directory, every other entry is written."""
     written: set[str] = set()
     for member in layer:
         name = member.name.removeprefix("./")
         parent, _, base = name.rpartition("/")
+        ancestors = name.split("/")[:-1]
+        for depth in range(1, len(ancestors) + 1):  # dockerd creates missing parents
+            tree.setdefault("/".join(ancestors[:depth]), None)
         if base == OPAQUE:
             for path in [p for p in tree if p.startswith(f"{parent}/") and p not in written]:
                 del tree[path]
@@ -78,9 +82,6 @@ def apply(tree: dict[str, bytes | None], layer: tarfile.TarFile) -> None:
             for path in [p for p in tree if p == gone or p.startswith(f"{gone}/")]:
                 del tree[path]
         else:
-            ancestors = name.split("/")[:-1]
-            for depth in range(1, len(ancestors) + 1):  # dockerd creates missing parents
-                tree.setdefault("/".join(ancestors[:depth]), None)
             extracted = layer.extractfile(member) if member.isfile() else None
             tree[name] = extracted.read() if extracted else None
             written.add(name)
@@ -153,12 +154,13 @@ def _one_per_path(entries: Layer) -> Layer:
     """A layer names a path once (a whiteout and an entry for one path make no sense)."""
     seen: dict[str, tuple[str, bytes | None]] = {}
     for name, data in entries:
-        target = name.replace(WHITEOUT, "").replace(f"/{OPAQUE}", "")
+        parent, _, base = name.rpartition("/")
+        target = parent if base == OPAQUE else name.replace(WHITEOUT, "")
         seen.setdefault(target, (name, data))
     return list(seen.values())
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.lists(entry, max_size=6).map(_one_per_path), min_size=1, max_size=5),
        st.integers(min_value=0, max_value=4))
 def test_any_grouping_of_layers_gives_the_tree_the_layers_give(tmp_path_factory, layers,

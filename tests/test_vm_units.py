@@ -123,28 +123,6 @@ def test_docker_names_refused(name: str):
         docker_name("container", name)
 
 
-class _Channel:
-    """A socketpair end standing in for an SSH channel (paramiko's shutdown_write)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def recv(self, size: int) -> bytes:
-        return self.sock.recv(size)
-
-    def sendall(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def shutdown_write(self) -> None:
-        self.sock.shutdown(socket.SHUT_WR)
-
-
 def _read_all(sock: socket.socket) -> bytes:
     data = b""
     while chunk := sock.recv(65536):
@@ -163,12 +141,12 @@ def test_docker_tunnel_carries_each_connection_with_half_close():
         end.sendall(b"reply to " + request)
         end.close()
 
-    def open_channel() -> _Channel:
+    def connect() -> socket.socket:
         ours, theirs = socket.socketpair()
         threading.Thread(target=fake_dockerd, args=(theirs,), daemon=True).start()
-        return _Channel(ours)
+        return ours
 
-    tunnel = DockerTunnel(open_channel)
+    tunnel = DockerTunnel(connect)
     try:
         assert tunnel.url == f"unix://{tunnel.path}"
         assert stat.S_IMODE(tunnel.folder.stat().st_mode) == 0o700
@@ -189,10 +167,10 @@ def test_docker_tunnel_carries_each_connection_with_half_close():
 
 
 def test_docker_tunnel_closes_the_client_when_the_vm_is_gone():
-    def open_channel() -> _Channel:
+    def connect() -> socket.socket:
         raise AssertionError("the VM is not running")
 
-    tunnel = DockerTunnel(open_channel)
+    tunnel = DockerTunnel(connect)
     try:
         with socket.socket(socket.AF_UNIX) as client:
             client.settimeout(10)

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FAILING = '''
 def test_fails_on_purpose(vm):
+    vm.succeed("echo written by the failing test > /dev/console")
     assert vm.succeed("echo from the vm") == "something else"
 '''
 
@@ -44,8 +45,8 @@ def test_a_failing_vm_test_gets_its_logs_and_a_screenshot(tmp_path):
         for a in after.get("attachments", [])
     }
     assert {"serial console", "dockerd log", "screen"} <= set(attached), attached
-    # Restored from the snapshot: the console shows this run, from its SSH login on.
-    assert "Accepted publickey for root" in (
+    # Restored from the snapshot: the console shows this run's output.
+    assert "written by the failing test" in (
         results / attached["serial console"]["source"]).read_text()
     assert (results / attached["screen"]["source"]).read_bytes().startswith(b"\x89PNG")
     said = inner.stdout + inner.stderr  # pytest shows the tear-down's stderr in the report

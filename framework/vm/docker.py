@@ -1,18 +1,19 @@
 """`Machine`: a VM of the docker-host root with the Docker helpers of SPEC section 6.
 
-Helpers talk to the Engine API with curl over the unix socket where they can: each `docker`
-CLI call costs most of a second under TCG. Names (containers, networks) are checked against
-Docker's rule and everything put into a VM shell command is quoted.
+Helpers talk to the Engine API over the VM's agent (agent.py): a request is a few frames
+to a process already running in the VM, where a curl costs a quarter second and each
+`docker` CLI call most of a second under TCG. Names (containers, networks) are checked
+against Docker's rule and everything put into a VM shell command is quoted.
 
 `docker_host` hands the VM's Docker to host-side clients (docker-py, testcontainers, the CLI)
-through a unix socket on the host tunnelled over the Machine's SSH connection.
+through a unix socket on the host whose connections the agent carries to dockerd's.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
+import http.client
 import json
 import re
 import select
@@ -21,40 +22,41 @@ import shutil
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-import paramiko
-
 from framework.cache import hold
 from framework.target import (
     TIMEOUT,
     CheckFailed,
+    CommandFailed,
     RequestRefused,
-    TargetUnusable,
     WaitAbandoned,
     WaitTimeout,
+    awaited,
     shorten,
 )
-from framework.vm import ssh
+from framework.vm.agent import AgentLost
 from framework.vm.derived import Nearest, derived_path, nearest, record_of, save_record
 from framework.vm.fileserver import served
 from framework.vm.grouped import GroupedImage, grouped
 from framework.vm.machine import QemuMachine
 
-# Separates docker load's answer from the removal of the image a load replaced.
-REPLACED_MARK = "CIMAGES-REPLACED"
 SOCKET = "/var/run/docker.sock"
-# --fail-with-body: a refused call exits non-zero and still prints the daemon's message.
-CURL = f"curl -sS --fail-with-body --unix-socket {SOCKET}"
-API = f"{CURL} http://docker"
 # Docker's rule for container and network names (its RestrictedNameChars).
 DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 TUNNEL_BUFFER = 1 << 16
-SSHD_MAX_SESSIONS = 10  # sshd's default MaxSessions: sessions per SSH connection
+
+
+class DaemonUnreachable(CheckFailed):
+    """dockerd did not take or answer an Engine API request (not listening yet, gone)."""
+
+    def __init__(self, doing: str, reason: str, context: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{doing} failed: dockerd did not answer on {SOCKET} ({reason})",
+                         context)
 
 
 def docker_name(kind: str, name: str) -> str:
@@ -79,32 +81,77 @@ class Machine(QemuMachine):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._docker_tunnel: DockerTunnel | None = None
-        self._tunnel_ssh: list[paramiko.SSHClient] = []
-        self._tunnel_sessions: dict[int, list[paramiko.Channel]] = {}  # by id(transport)
-        self._tunnel_lock = threading.Lock()
 
     def wait_for_docker(self, timeout: float = TIMEOUT) -> None:
-        self.wait_until_succeeds(f"{API}/_ping", timeout)
+        last = ""
+
+        def attempt() -> bool | None:
+            nonlocal last
+            try:
+                status, answer = self._engine("GET", "/_ping", timeout=10, pristine=True)
+            except DaemonUnreachable as err:
+                last = err.reason
+                return None
+            last = f"/_ping answered {status}: {answer.decode(errors='replace')}"
+            return True if status == 200 else None
+
+        self.retry(attempt, f"dockerd to answer on {SOCKET}", timeout, last=lambda: last,
+                   interval=(0.05, 0.2))
+
+    def _engine(self, method: str, path: str, body: Any = None, *, timeout: float = TIMEOUT,
+                pristine: bool = False) -> tuple[int, bytes]:
+        """One Engine API request: (HTTP status, body). `path` is the URL path with its
+        query, already URL-encoded; `body` is sent as JSON. A test's requests (not
+        `pristine`) mark the VM as changed."""
+        doing = f"calling the Engine API ({method} {path})"
+        agent = self._agent_for(doing)
+        if not pristine:
+            self.pristine = False
+        seconds = self.scaled(timeout)
+        data = None if body is None else json.dumps(body).encode()
+        connection = agent.http(SOCKET, seconds)
+        try:
+            connection.request(method, path, body=data,
+                               headers={"Content-Type": "application/json"} if data else {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        except ConnectionRefusedError as err:
+            raise DaemonUnreachable(doing, str(err), self._context()) from None
+        except AgentLost as err:
+            raise self._lost(doing, str(err)) from None
+        except TimeoutError:
+            raise WaitTimeout(f"dockerd to answer {method} {path}", seconds,
+                              context=self._context()) from None
+        except (OSError, http.client.HTTPException) as err:
+            raise DaemonUnreachable(doing, f"{type(err).__name__}: {err}",
+                                    self._context()) from None
+        finally:
+            connection.close()
+
+    def _engine_ok(self, method: str, path: str, body: Any = None, *,
+                   timeout: float = TIMEOUT, pristine: bool = False) -> bytes:
+        """_engine's answer, or CheckFailed with the daemon's message for an error status."""
+        status, answer = self._engine(method, path, body, timeout=timeout, pristine=pristine)
+        if status >= 400:
+            raise CheckFailed(f"the Engine API answered {method} {path} with {status}: "
+                              f"{shorten(answer.decode(errors='replace'))}", self._context())
+        return answer
 
     def api(self, method: str, path: str, timeout: float = TIMEOUT) -> Any:
         """One Engine API call; the decoded JSON reply (None when empty). `path` is the URL
         path with its query, already URL-encoded (`/containers/web/json`)."""
-        url = shlex.quote(f"http://docker{path}")
-        out = self.succeed(f"{CURL} -X {shlex.quote(method)} {url}", timeout=timeout)
-        return json.loads(out) if out.strip() else None
+        answer = self._engine_ok(method, path, timeout=timeout)
+        return json.loads(answer) if answer.strip() else None
 
     def create_network(self, name: str) -> str:
-        """Creates the user-defined bridge network `name` (Engine API, no CLI); returns its id.
+        """Creates the user-defined bridge network `name`; returns its id.
 
         Containers started with `run_container(..., name=..., network=name)` reach each other
         by their container names, which Docker's embedded DNS (127.0.0.11) resolves on
         user-defined networks (not on the default bridge)."""
         body = {"Name": docker_name("network", name), "Driver": "bridge",
                 "CheckDuplicate": True}
-        out = self.succeed(f"{CURL} -X POST -H 'Content-Type: application/json' "
-                           f"--data-binary {shlex.quote(json.dumps(body))} "
-                           "http://docker/networks/create")
-        return str(json.loads(out)["Id"])
+        return str(json.loads(self._engine_ok("POST", "/networks/create", body))["Id"])
 
     @property
     def docker_host(self) -> str:
@@ -112,16 +159,15 @@ class Machine(QemuMachine):
         `docker.DockerClient(base_url=vm.docker_host)` or `DOCKER_HOST=... docker ps`.
 
         It is `unix:///tmp/cimages-docker-XXXX/docker.sock`: a socket in a fresh 0700
-        directory, served by a thread of this process; each connection to it is carried by
-        an SSH channel (on SSH connections of the tunnel's own, with the Machine's key) to
-        `nc -U /var/run/docker.sock` in the VM. Why not a TCP port: dockerd listening on TCP
-        in the guest, forwarded to the host's 127.0.0.1, would be unauthenticated root on the
-        VM for every local user and, as QEMU's user networking maps 10.0.2.2 to the host's
-        loopback, for every other VM of this host and their containers (parallel workers'
-        VMs included); containers in this VM would reach it too. The socket is reachable only
-        by this user, the guest gets no listener, and the VM root and its snapshots stay as
-        they are (an unauthenticated TCP listener also costs dockerd a deliberate one-second
-        sleep at start).
+        directory, served by a thread of this process; the VM's agent carries each
+        connection to it to /var/run/docker.sock in the VM. Why not a TCP port: dockerd
+        listening on TCP in the guest, forwarded to the host's 127.0.0.1, would be
+        unauthenticated root on the VM for every local user and, as QEMU's user networking
+        maps 10.0.2.2 to the host's loopback, for every other VM of this host and their
+        containers (parallel workers' VMs included); containers in this VM would reach it
+        too. The socket is reachable only by this user, the guest gets no listener, and the
+        VM root and its snapshots stay as they are (an unauthenticated TCP listener also
+        costs dockerd a deliberate one-second sleep at start).
 
         Valid, at the same URL, across restores of this Machine (load_image restoring a
         derived snapshot, restore()) until crash() or shutdown(). The first connection
@@ -132,60 +178,15 @@ class Machine(QemuMachine):
         """
         if self._docker_tunnel is None:
             self._ensure_started()
-            self._docker_tunnel = DockerTunnel(self._docker_channel)
+            self._docker_tunnel = DockerTunnel(self._docker_connection)
         return self._docker_tunnel.url
 
-    def _docker_channel(self) -> paramiko.Channel:
-        """An SSH channel connected to dockerd's socket in the VM, for one tunnel connection
-        (called by the tunnel's threads).
-
-        Tunnel channels use SSH connections of their own: sshd allows 10 sessions per
-        connection (MaxSessions), a docker-py client alone keeps up to 10 connections open,
-        and the Machine's own commands must never be starved. A connection that refuses a
-        session is passed over and a new one logged into (under half a second)."""
-        with self._tunnel_lock:
-            if not self.is_up():
-                raise self._died("opening a docker_host connection")
-            self.pristine = False  # a client may change anything now
-            command = f"exec nc -N -U {SOCKET}"
-            if self._clock_stale:  # as _run does: the first command after a restore sets it
-                self._clock_stale = False
-                command = f"date -u -s @{time.time():.3f} >/dev/null 2>&1; {command}"
-            self._tunnel_ssh = [c for c in self._tunnel_ssh if _active(c)]
-            for client in [*self._tunnel_ssh, None]:
-                if client is None:
-                    client = self._tunnel_login()
-                    self._tunnel_ssh.append(client)
-                transport = client.get_transport()
-                assert transport is not None
-                # Counted here rather than learnt from refusals, which paramiko logs as errors.
-                sessions = self._tunnel_sessions.setdefault(id(transport), [])
-                sessions[:] = [channel for channel in sessions if not channel.closed]
-                if len(sessions) >= SSHD_MAX_SESSIONS:
-                    continue
-                try:
-                    channel = transport.open_session(timeout=30)
-                except paramiko.ChannelException:
-                    continue  # full after all (sessions still closing on sshd's side)
-                sessions.append(channel)
-                channel.exec_command(command)
-                return channel
-            raise TargetUnusable("sshd in the VM refused a session on a new connection")
-
-    def _tunnel_login(self) -> paramiko.SSHClient:
-        sock = ssh.sshd_socket(self.ssh_port, timeout=5)
-        if sock is None:
-            raise TargetUnusable(f"SSH on port {self.ssh_port} did not answer")
-        return ssh.connect(sock, self.root.user_key, self.root.host_key, timeout=30)
-
-    def _kill(self) -> None:
-        # The tunnel's SSH connections end with this QEMU; the tunnel itself stays (restore).
-        with self._tunnel_lock:
-            clients, self._tunnel_ssh = self._tunnel_ssh, []
-            self._tunnel_sessions.clear()
-        for client in clients:
-            client.close()
-        super()._kill()
+    def _docker_connection(self) -> socket.socket:
+        """A connection to dockerd's socket in the VM, for one tunnel connection (called
+        by the tunnel's threads)."""
+        agent = self._agent_for("opening a docker_host connection")
+        self.pristine = False  # a client may change anything now
+        return agent.connect(SOCKET, self.scaled(30))
 
     def crash(self) -> None:
         super().crash()
@@ -227,20 +228,21 @@ class Machine(QemuMachine):
 
     def _load(self, image: GroupedImage, timeout: float, near: Nearest | None = None) -> str:
         """docker load of `image`, leaving out the groups the VM restored from `near` has;
-        the image `near` loaded is removed once the new one took its tags."""
+        the image `near` loaded is removed once the new one took its tags. The archive
+        comes over QEMU's network from the host (curl): ten times the agent's throughput
+        from host to guest."""
         skip = near.shared if near is not None else 0
-        replaced = near.record.image_id if near is not None else image.image_id
-        script = (f"set -o pipefail; curl -sSf {{url}} | {API}/images/load?quiet=1 -X POST "
+        script = (f"set -o pipefail; curl -sSf {{url}} | curl -sS --fail-with-body "
+                  f"--unix-socket {SOCKET} http://docker/images/load?quiet=1 -X POST "
                   "-H 'Content-Type: application/x-tar' -T -")
-        if replaced != image.image_id:
-            script += (f" && echo && echo {REPLACED_MARK} && "
-                       f"{CURL} -X DELETE http://docker/images/{replaced}")
         with served(lambda out: image.write_archive(out, skip)) as url:
             status, out = self._run(script.format(url=url), self.scaled(timeout))
-        out, _, deleted = out.partition(REPLACED_MARK)
         if status != 0 or "errorDetail" in out or "Loaded image" not in out:
             raise CheckFailed(f"docker load of {image.repo_tags or image.image_id} failed "
-                              f"(exit {status}): {shorten(out + deleted)}", self._context())
+                              f"(exit {status}): {shorten(out)}", self._context())
+        if near is not None and near.record.image_id != image.image_id:
+            self._engine_ok("DELETE", f"/images/{near.record.image_id}", timeout=timeout,
+                            pristine=True)
         messages = [json.loads(line) for line in out.splitlines() if line.strip()]
         loaded = [m["stream"] for m in messages if "Loaded image" in m.get("stream", "")]
         return str(loaded[-1].split(":", 1)[1].strip())
@@ -250,19 +252,17 @@ class Machine(QemuMachine):
                       network: str | None = None, detach: bool = True, options: str = "",
                       timeout: float = 120) -> str:
         """`docker run`: the container id when detached, else the container's output (and
-        CommandFailed if it exits non-zero). `network`: a network from create_network (the
-        container joins it instead of the default bridge and is found there by `name`).
-        `options` is extra docker CLI text, passed as is. Detached and without `options` this
-        is one SSH command of Engine API calls (create, start), not the docker CLI, whose
-        start-up alone costs most of a second under TCG. Not detached, the CLI is kept:
-        create, start, wait, logs and remove through the API were measured slower (8 s
-        against 5.7 s for hello), as the CLI attaches before starting and dockerd removes the
-        container on its own."""
+        CommandFailed if it exits non-zero; the container is removed then). `network`: a
+        network from create_network (the container joins it instead of the default bridge
+        and is found there by `name`). `options` is extra docker CLI text, passed as is to
+        the CLI; without it this is Engine API calls (create, start; then wait, logs,
+        remove when not detached), not the CLI, whose start-up alone costs most of a second
+        under TCG."""
         if name is not None:
             docker_name("container", name)
         if network is not None:
             docker_name("network", network)
-        if options or not detach:
+        if options:
             return self._run_container_cli(image, *command, name=name, ports=ports, env=env,
                                            network=network, detach=detach, options=options,
                                            timeout=timeout)
@@ -280,21 +280,18 @@ class Machine(QemuMachine):
         if host_config:
             body["HostConfig"] = host_config
         query = f"?name={quote(name, safe='')}" if name else ""
-        create = shlex.quote(f"http://docker/containers/create{query}")
-        # Plain bash: the VM has no sed or jq.
-        failed = '|| { echo "$out"; exit 1; }'
-        script = [
-            "set -eo pipefail",
-            f"out=$({CURL} -X POST -H 'Content-Type: application/json' --data-binary @- "
-            f"{create} <<'CIMAGES_JSON'",
-            json.dumps(body),
-            "CIMAGES_JSON",
-            f") {failed}",
-            'id=${out#*\\"Id\\":\\"}; id=${id%%\\"*}',
-            f"{CURL} -X POST http://docker/containers/$id/start",
-            "echo $id",
-        ]
-        return self.succeed("\n".join(script), timeout=timeout).strip()
+        created = self._engine_ok("POST", f"/containers/create{query}", body, timeout=timeout)
+        container = str(json.loads(created)["Id"])
+        self._engine_ok("POST", f"/containers/{container}/start", timeout=timeout)
+        if detach:
+            return container
+        status = self._wait_exit(container, container[:12], timeout)
+        output = self._logs(container)
+        self._engine_ok("DELETE", f"/containers/{container}", timeout=timeout)
+        if status != 0:
+            raise CommandFailed(f"docker run {image} {shlex.join(command)}".strip(), status,
+                                output, self._context())
+        return output
 
     def _run_container_cli(self, image: str, *command: str, name: str | None,
                            ports: dict[int, int] | None, env: dict[str, str] | None,
@@ -316,48 +313,63 @@ class Machine(QemuMachine):
     def wait_while_running(self, name: str, command: str, timeout: float = TIMEOUT) -> str:
         """wait_until_succeeds(command), ending at once with WaitAbandoned (its exit code
         and logs shown) if container `name` stops."""
-        url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/json")
-        running = f"{CURL} {url} | grep -q '\"Running\":true'"
-        try:
-            return self.wait_in_vm(command, succeed=True, timeout=timeout,
-                                   give_up_if=f"! {running}",
-                                   gave_up=f"container {name} stopped")
-        except WaitAbandoned as err:
-            state = self.container_state(name)
-            raise WaitAbandoned(err.what, err.reason, err.last,
-                                f"It exited with code {state['ExitCode']}; its logs:\n"
-                                f"{shorten(self.container_logs(name))}") from None
+        return self._while_running(name, awaited(command, True), timeout,
+                                   lambda: self.execute(command))
 
     def wait_for_container_log(self, name: str, regex: str, timeout: float = TIMEOUT) -> None:
         """Waits until the running container `name` has logged a line matching `regex`
-        (grep -E), failing at once if it stops. Engine API, so no Go CLI start per attempt."""
-        url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/logs"
-                          "?stdout=1&stderr=1")
-        self.wait_while_running(name, f"{CURL} {url} | grep -aqE {shlex.quote(regex)}",
-                                timeout)
+        (Python's re, multi-line), failing at once if it stops."""
+        pattern = re.compile(regex, re.MULTILINE)
+
+        def attempt() -> tuple[int, str]:
+            logs = self.container_logs(name)
+            return (0 if pattern.search(logs) else 1), logs
+
+        self._while_running(name, f"container {name} to log /{regex}/", timeout, attempt)
+
+    def _while_running(self, name: str, what: str, timeout: float,
+                       attempt: Callable[[], tuple[int, str]]) -> str:
+        """Retries `attempt` (exit status, output) until its status is 0; WaitAbandoned once
+        container `name` is not running."""
+        last = ""
+
+        def once() -> str | None:
+            nonlocal last
+            status, last = attempt()
+            if status == 0:
+                return last
+            state = self.container_state(name)
+            if not state["Running"]:
+                raise WaitAbandoned(what, f"container {name} stopped", last,
+                                    f"It exited with code {state['ExitCode']}; its logs:\n"
+                                    f"{shorten(self.container_logs(name))}")
+            return None
+
+        return self.retry(once, what, timeout, last=lambda: last, interval=(0.05, 0.2))
 
     def container_state(self, name: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/containers/{quote(name, safe='')}/json")["State"])
 
     def wait_for_container_exit(self, name: str, timeout: float = TIMEOUT) -> int:
         """The exit code of a container once it stopped (one blocking Engine API call)."""
-        seconds = self.scaled(timeout)
-        url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/wait")
-        what = f"container {name} to exit"
-        status, out = self.execute(f"{CURL} --max-time {seconds:.0f} -X POST {url}", timeout + 30)
-        if status == 0:
-            return int(json.loads(out)["StatusCode"])
-        if status != 28:  # curl's "operation timed out"
-            raise CheckFailed(f"waiting for {what} failed: {shorten(out)}", self._context())
-        raise WaitTimeout(what, seconds, f"state {self.container_state(name)}",
-                          f"its logs:\n{shorten(self.container_logs(name))}")
+        return self._wait_exit(quote(name, safe=""), name, timeout)
+
+    def _wait_exit(self, container: str, name: str, timeout: float) -> int:
+        try:
+            answer = self._engine_ok("POST", f"/containers/{container}/wait", timeout=timeout)
+        except WaitTimeout:
+            raise WaitTimeout(f"container {name} to exit", self.scaled(timeout),
+                              f"state {self.container_state(container)}",
+                              f"its logs:\n{shorten(self._logs(container))}") from None
+        return int(json.loads(answer)["StatusCode"])
 
     def container_logs(self, name: str) -> str:
-        """stdout and stderr of a container, interleaved as written (Engine API, no CLI)."""
-        url = shlex.quote(f"http://docker/containers/{quote(name, safe='')}/logs"
-                          "?stdout=1&stderr=1")
-        out = self.succeed(f"set -o pipefail; {CURL} {url} | base64 -w0")
-        return demux_logs(base64.b64decode(out.strip()))
+        """stdout and stderr of a container, interleaved as written."""
+        return self._logs(quote(name, safe=""))
+
+    def _logs(self, container: str) -> str:
+        return demux_logs(self._engine_ok("GET", f"/containers/{container}/logs"
+                                          "?stdout=1&stderr=1"))
 
     def containers(self, timeout: float = TIMEOUT) -> list[str]:
         """Names of all containers, running or not."""
@@ -377,10 +389,10 @@ class _Stream(Protocol):
 
 class DockerTunnel:
     """A host unix socket whose every connection is carried to dockerd in the VM by a
-    channel from `open_channel` (see Machine.docker_host for why)."""
+    connection from `connect` (see Machine.docker_host for why)."""
 
-    def __init__(self, open_channel: Callable[[], Any]) -> None:
-        self._open_channel = open_channel
+    def __init__(self, connect: Callable[[], socket.socket]) -> None:
+        self._connect = connect
         # mkdtemp makes the directory 0700: only this user can reach the socket. A short
         # path under /tmp, as unix socket paths are limited to 107 bytes.
         self.folder = Path(tempfile.mkdtemp(prefix="cimages-docker-"))
@@ -410,11 +422,12 @@ class DockerTunnel:
 
     def _carry(self, client: socket.socket) -> None:
         try:
-            # Any failure (the VM gone or restarting, an SSH error) ends this connection
-            # only: the client sees its socket closed, as from a daemon that went away.
+            # Any failure (the VM gone or restarting, its agent's connection cut) ends this
+            # connection only: the client sees its socket closed, as from a daemon that went
+            # away.
             with contextlib.suppress(Exception):
-                channel = self._open_channel()
-                pump(client, channel, channel.shutdown_write)
+                remote = self._connect()
+                pump(client, remote, lambda: remote.shutdown(socket.SHUT_WR))
         finally:
             with self._lock:
                 self._open.discard(client)
@@ -454,7 +467,7 @@ def pump(client: _Stream, remote: _Stream, half_close_remote: Callable[[], Any])
                 if not data:
                     return
                 client.sendall(data)
-    except (OSError, EOFError):  # a side went away (paramiko raises EOFError, too)
+    except OSError:  # a side went away
         return
     finally:
         for end in (remote, client):
@@ -474,11 +487,6 @@ def demux_logs(data: bytes) -> str:
     if at != len(data):  # not framed: a TTY container's log
         return data.decode(errors="replace")
     return out.decode(errors="replace")
-
-
-def _active(client: paramiko.SSHClient) -> bool:
-    transport = client.get_transport()
-    return transport is not None and transport.is_active()
 
 
 def _file_key(path: Path) -> str:

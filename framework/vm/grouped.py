@@ -170,6 +170,9 @@ class Merge:
         if path.name.startswith(WHITEOUT):
             gone = str(path.parent / path.name[len(WHITEOUT):])
             self._drop_below(gone, lambda at: True, itself=True)
+            # Emptied directories it removes are gone too (written after the whiteouts, their
+            # markers would bring them back).
+            self.opaque = {d for d in self.opaque if d != gone and not d.startswith(gone + "/")}
             self.whiteouts.add(gone)
             return
         # Written again: a whited-out path (or one below it) is a new file, or a new

@@ -16,11 +16,11 @@ from framework.sandbox.rootfs import unpacked_root
 from framework.vm import cpio, kmods
 from framework.vm.cache import cache_dir
 
-# Enough to find and mount the root disk and reach the network; the rest of the modules
-# are loaded from the root itself (kmod is in the VM image).
+# Enough to find and mount the root disk, reach the network and the agent's port; the
+# rest of the modules are loaded from the root itself (kmod is in the VM image).
 TOOLS = Path(__file__).with_name("initramfs-tools.yaml")
-MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "crc32c_generic", "ext4",
-           "overlay"]
+MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "virtio_console",
+           "crc32c_generic", "ext4", "overlay"]
 # Newer kernels dropped it (crc32c is a library there); ext4 finds its checksum either way.
 OPTIONAL_MODULES = frozenset({"crc32c_generic"})
 

@@ -2,9 +2,11 @@
 (framework.target, SPEC section 6), as QemuMachine is in the NixOS test driver.
 
 The vocabulary (succeed, fail, the waits, read_file) and the error family come from Target;
-this class starts the VM (a boot or a snapshot restore), runs commands over SSH and says
-whether QEMU still runs. Its timeouts are stretched for the accelerator (`scaled`), and its
-command waits loop inside the guest in one SSH command (`_wait_until`).
+this class starts the VM (a boot or a snapshot restore), runs commands through the VM's agent
+(agent.py: a virtio-serial port, no login to wait for after a restore) and says whether QEMU
+still runs; SSH serves interactive shells and host-side clients (docker_host). Its timeouts
+are stretched for the accelerator (`scaled`), and its command waits loop inside the guest in
+one command (`_wait_until`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from framework.target import (
 )
 from framework.vm import rootdisk, ssh
 from framework.vm.accel import KVM_MACHINE, TIMEOUT_FACTOR, qemu_binary
+from framework.vm.agent import Agent, AgentLost, CommandTimeout, qemu_args
 from framework.vm.console import Console
 from framework.vm.png import ppm_to_png
 
@@ -103,6 +106,7 @@ class QemuMachine(Target):
         self._console: Console | None = None
         self._qmp: QEMUMonitorProtocol | None = None
         self._ssh: paramiko.SSHClient | None = None
+        self._agent: Agent | None = None
         # forward_port's forwards, set up again by every start: a restore is a new QEMU.
         self._forwards: dict[int, int] = {}
 
@@ -138,13 +142,14 @@ class QemuMachine(Target):
                 "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
                 "-device", "virtio-net-pci,netdev=net0",
                 "-device", "virtio-rng-pci",
-                "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+                "-qmp", f"unix:{qmp_path},server=on,wait=off",
+                *qemu_args(self._agent_path)]
         if self.snapshot is not None:
             argv += ["-incoming", f"exec:cat {shlex.quote(str(self.snapshot))}"]
         return argv
 
     def start(self) -> None:
-        """Boots the VM (or restores it from `snapshot`) and waits until SSH works."""
+        """Boots the VM (or restores it from `snapshot`) and waits until its agent answers."""
         if self._console is not None:
             return
         disk = rootdisk.overlay(self.root.disk, self.state_dir)
@@ -164,9 +169,11 @@ class QemuMachine(Target):
                 self._console.close()
         for host_port, guest_port in self._forwards.items():
             self._add_forward(host_port, guest_port)
+        # Connected before the guest runs: what it writes for this run finds a reader.
+        self._agent = Agent(self._agent_path)
         if self.snapshot is not None:
             self._resume_incoming()
-        self._connect_ssh()
+        self._wait_for_agent()
         if self.snapshot is not None:
             self._clock_stale = True
             self.pristine = True
@@ -207,6 +214,16 @@ class QemuMachine(Target):
 
         self._start_wait(attempt, f"the snapshot {self.snapshot} to load", 60,
                          last=lambda: f"status {status}")
+
+    @property
+    def _agent_path(self) -> Path:
+        return self.state_dir / "agent.sock"
+
+    def _wait_for_agent(self) -> None:
+        assert self._agent is not None
+        answered = self._agent.ping()
+        self._start_wait(lambda: True if answered.is_set() else None,
+                         "the VM's command agent to answer", 30 if self.snapshot else 120)
 
     def _connect_ssh(self) -> None:
         last = ""
@@ -270,6 +287,9 @@ class QemuMachine(Target):
         if self._ssh is not None:
             self._ssh.close()
             self._ssh = None
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
         if self._qmp is not None:
             # QEMU may be gone already, or close the socket mid-reply: the kill below ends it.
             with contextlib.suppress(Exception):
@@ -283,7 +303,8 @@ class QemuMachine(Target):
 
     def take_snapshot(self, path: Path, resume: bool = False) -> None:
         """Saves the whole VM state to `path` (stop + migrate to file); the VM is left paused
-        unless `resume`. The SSH session is closed first so the snapshot holds none."""
+        unless `resume`. The SSH session is closed first so the snapshot holds none; the
+        agent's connection stays (a restore connects anew)."""
         if self._ssh is not None:
             self._ssh.close()
             self._ssh = None
@@ -307,14 +328,24 @@ class QemuMachine(Target):
         tmp.replace(path)
         if resume:
             self.qmp("cont")
-            self._connect_ssh()
 
     # -- commands -----------------------------------------------------------------------
     def _client(self) -> paramiko.SSHClient:
+        """The Machine's SSH connection (interactive shells), logged into on first use."""
+        self._ensure_started()
         if self._ssh is None:
-            self.start()
+            self._connect_ssh()
         assert self._ssh is not None
         return self._ssh
+
+    def _agent_for(self, doing: str) -> Agent:
+        """The agent's connection, for a request that is not a command (an Engine API call,
+        a connection to a VM socket), with the guest's clock set first after a restore."""
+        self._ensure_up(doing)
+        if self._clock_stale:
+            self._run("true", self.scaled(30), doing=doing)
+        assert self._agent is not None
+        return self._agent
 
     def _execute(self, command: str, seconds: float,
                  stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:
@@ -333,20 +364,18 @@ class QemuMachine(Target):
         if self._clock_stale:
             command = f"date -u -s @{time.time():.3f} >/dev/null 2>&1\n{command}"
             self._clock_stale = False
+        self._ensure_started()
+        assert self._agent is not None
         try:
-            status, output = ssh.run(self._client(), command, seconds, stdin)
-        except ssh.CommandTimeout as err:
+            return self._agent.run(command, seconds, stdin)
+        except CommandTimeout as err:
             raise WaitTimeout(f"`{shown}` to finish", seconds, err.output,
                               self._context()) from None
-        except (ConnectionError, EOFError, paramiko.SSHException) as err:
+        except AgentLost as err:
             raise self._lost(doing, str(err)) from None
-        if status == -1:  # the session ended without an exit status: the connection broke
-            raise self._lost(doing, "the SSH session ended without an exit status; output "
-                             f"so far:\n{shorten(output)}")
-        return status, output
 
     def _lost(self, doing: str, why: str) -> TargetUnusable:
-        """The error for an SSH session that broke: TargetDied when QEMU exited (given a
+        """The error for a connection to the VM that broke: TargetDied when QEMU exited (given a
         moment, as the connection may close before the process has ended)."""
         with contextlib.suppress(TargetUnusable):
             self.retry(lambda: None if self.is_up() else True, "QEMU to exit", 1,
@@ -382,7 +411,7 @@ class QemuMachine(Target):
                    give_up_if: str | None = None, gave_up: str = "") -> str:
         """Retries `command` in the VM until it succeeds (or fails) and returns its output.
 
-        The loop runs inside the VM as one SSH command, as each SSH round trip costs a third
+        The loop runs inside the VM as one command, as each round trip costs a tenth
         of a second under TCG. Each attempt's output goes to a file, so a background process
         left holding it cannot stall the loop. `give_up_if`, a shell condition checked after
         each attempt that missed, ends the wait at once (a terminal state) with
