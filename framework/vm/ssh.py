@@ -1,22 +1,17 @@
-"""SSH into the VM with paramiko: per-VM keys, commands with timeouts, tar-streamed copies."""
+"""SSH into the VM with paramiko (interactive shells; `--keep-vm`'s attach): per-VM keys and
+the login."""
 
 from __future__ import annotations
 
 import base64
 import io
-import select
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
-# After the command exits, output still buffered is read for this long; a background
-# process that keeps stdout open would otherwise hold the channel forever.
-DRAIN_AFTER_EXIT_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -93,54 +88,3 @@ def connect(sock: socket.socket, user_key: KeyPair, host_key: KeyPair,
     assert transport is not None
     transport.set_keepalive(5)
     return client
-
-
-class CommandTimeout(TimeoutError):
-    """A command still ran after its timeout; `output` is what it printed until then."""
-
-    def __init__(self, command: str, seconds: float, output: str) -> None:
-        super().__init__(f"`{command}` still running after {seconds:.0f} s")
-        self.output = output
-
-
-def run(client: paramiko.SSHClient, command: str, timeout: float,
-        stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:
-    """(exit status, stdout+stderr) of `command`; CommandTimeout after `timeout` seconds."""
-    transport = client.get_transport()
-    if transport is None or not transport.is_active():
-        raise ConnectionError("the SSH connection to the VM is closed")
-    channel = transport.open_session(timeout=timeout)
-    channel.set_combine_stderr(True)
-    channel.exec_command(command)
-    if stdin is not None:
-        while chunk := stdin.read(1 << 20):
-            channel.sendall(chunk)
-        channel.shutdown_write()
-    deadline = time.monotonic() + timeout
-    out = bytearray()
-    exited_at: float | None = None
-    try:
-        while True:
-            now = time.monotonic()
-            if channel.exit_status_ready() and exited_at is None:
-                exited_at = now
-            if exited_at is not None and (channel.eof_received
-                                          or now - exited_at > DRAIN_AFTER_EXIT_S):
-                out += _drain(channel)
-                return channel.recv_exit_status(), out.decode(errors="replace")
-            if now > deadline:
-                raise CommandTimeout(command, timeout, out.decode(errors="replace"))
-            readable, _, _ = select.select([channel], [], [], 0.05)
-            if readable:
-                chunk = channel.recv(1 << 16)
-                if chunk:
-                    out += chunk
-    finally:
-        channel.close()
-
-
-def _drain(channel: paramiko.Channel) -> bytes:
-    data = bytearray()
-    while channel.recv_ready():
-        data += channel.recv(1 << 16)
-    return bytes(data)
