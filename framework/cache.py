@@ -130,6 +130,15 @@ def release(path: Path) -> None:
         os.close(fd)
 
 
+def drop(path: Path) -> bool:
+    """Removes the entry `path` now (this process's hold on it ends) unless another process
+    holds it; False then. For an intermediate entry whose products are cached on their
+    own."""
+    release(path)
+    members = [m for m in (path, _lock_path(path)) if m.exists()]
+    return not members or evict(Entry(path.parent.name, path.name, members, 0, 0.0))
+
+
 def _touch(path: Path) -> None:
     with contextlib.suppress(OSError):
         os.utime(path)

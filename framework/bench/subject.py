@@ -25,9 +25,10 @@ def current_lock() -> Lock:
     return lock
 
 
-def variant(directory: Path, stamp: str) -> Path:
-    """nginx.yaml plus one /etc file, with nginx's lock (the package set is the same)."""
-    definition = directory / "nginx-bench.yaml"
+def variant(directory: Path, stamp: str, name: str = "nginx-bench.yaml") -> Path:
+    """nginx.yaml plus one /etc file, with nginx's lock (the package set is the same), as
+    `name` in `directory`."""
+    definition = directory / name
     definition.write_text(yaml.safe_dump({
         "imports": [str(DEFINITION)],
         "environment": {"etc": {"bench-stamp": {"text": stamp}}},

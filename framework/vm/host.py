@@ -3,12 +3,15 @@ unpacker, turned into a kernel, an initramfs and a cached ext4 disk."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import tempfile
 from importlib import resources
 from pathlib import Path
 
 from framework import cache
+from framework.atomic import write_atomic
 from framework.builder import build
 from framework.cache import exclusive
 from framework.errors import UserError
@@ -57,9 +60,13 @@ def _add_files(disk: Path, folder: str, files: list[Path]) -> None:
                         f"delete {disk} and retry")
 
 
+def _disk_path(digest: str) -> Path:
+    return cache_dir("disks") / f"{digest.removeprefix('sha256:')[:32]}-r{DISK_RECIPE}.ext4"
+
+
 def _disk(root: Path, digest: str) -> Path:
-    key = f"{digest.removeprefix('sha256:')[:32]}-r{DISK_RECIPE}"
-    existing = cache_dir("disks") / f"{key}.ext4"
+    existing = _disk_path(digest)
+    key = existing.stem
     cache.hold(existing)  # in use until this process ends: `cimages cache --gc` leaves it
     if existing.exists():
         return existing
@@ -91,18 +98,38 @@ def _keys(digest: str) -> tuple[KeyPair, KeyPair]:
 def docker_host() -> VMRoot:
     """The VM root, built (or reused from the caches) from docker-host.yaml."""
     # Into the cache, not the caller's build/: a project using the plugin must not find
-    # the Docker host's image (hundreds of MB) in its own tree.
+    # the Docker host's image (hundreds of MB) in its own tree. No docker-archive: nothing
+    # loads this image into a Docker.
     cache.hold(cache_dir("images") / "docker-host")
-    result = build(definition(), cache_dir("images") / "docker-host")
-    root = unpacked_root(result.layers, result.digest)
+    result = build(definition(), cache_dir("images") / "docker-host", archive=False)
     init = list(result.config["image"]["entryPoint"] or [])
     if not init:
         raise UserError("docker-host.yaml has no entry point: it needs its s6 services "
                         "(the s6 init becomes the entry point)")
+    kernel, initrd, disk = _boot_files(result.layers, result.digest)
     user_key, host_key = _keys(result.digest)
-    vm_root = VMRoot(digest=result.digest, kernel=vmlinux.bootable(initramfs.kernel(root)),
-                     initramfs=initramfs.build(root), disk=_disk(root, result.digest),
-                     init=init, user_key=user_key, host_key=host_key)
-    cache.hold(vm_root.kernel)
-    cache.hold(vm_root.initramfs)
-    return vm_root
+    return VMRoot(digest=result.digest, kernel=kernel, initramfs=initrd, disk=disk, init=init,
+                  user_key=user_key, host_key=host_key)
+
+
+def _boot_files(layers: list[Path], digest: str) -> tuple[Path, Path, Path]:
+    """The kernel, initramfs and root disk of the root with this digest. Made from the
+    unpacked root, which then goes (550 MB of cache the disk holds again): a record beside
+    the disk names the other two, so a later session needs no root."""
+    record = _disk_path(digest).with_suffix(".json")
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        known = json.loads(record.read_text())
+        files = (cache_dir("kernels") / known["kernel"],
+                 cache_dir("initramfs") / known["initramfs"], _disk_path(digest))
+        for file in files:
+            cache.hold(file)
+        if all(file.is_file() for file in files):
+            return files
+    root = unpacked_root(layers, digest)
+    files = (vmlinux.bootable(initramfs.kernel(root)), initramfs.build(root),
+             _disk(root, digest))
+    for file in files:
+        cache.hold(file)
+    write_atomic(record, json.dumps({"kernel": files[0].name, "initramfs": files[1].name}))
+    cache.drop(root)
+    return files

@@ -79,19 +79,19 @@ def has_pvh_entry(elf: bytes) -> bool:
 
 
 def bootable(bzimage: Path) -> Path:
-    """The fastest-booting form of `bzimage`: its cached PVH vmlinux, or itself."""
+    """The fastest-booting form of `bzimage`, in the cache: its PVH vmlinux, or a copy of
+    it (the image it came from need not stay)."""
     data = bzimage.read_bytes()
     key = hashlib.sha256(data).hexdigest()[:24]
     folder = cache_dir("kernels")
-    out, unusable = folder / f"{key}.vmlinux", folder / f"{key}.bzimage-only"
-    if out.exists():
-        return out
-    if unusable.exists():
-        return bzimage
+    vmlinux, copy = folder / f"{key}.vmlinux", folder / f"{key}.bzimage"
+    for made in (vmlinux, copy):
+        if made.exists():
+            return made
     payload = _payload(data)
     elf = _decompress(payload) if payload else None
     if elf is None or not has_pvh_entry(elf):
-        unusable.touch()
-        return bzimage
-    write_atomic(out, elf)
-    return out
+        write_atomic(copy, data)
+        return copy
+    write_atomic(vmlinux, elf)
+    return vmlinux
