@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,14 +67,13 @@ def _write_package_layer(group: list[LockedPackage], debs: dict[str, Path], ids:
     """Unpacks the group's .debs into one layer and caches it (runs in a worker process)."""
     infos: dict[str, DebInfo] = {}
     entries: list[Entry] = []
-    with tempfile.TemporaryFile(prefix="cimages-spool-") as spool:
-        for p in group:
-            unpacked = unpack_deb(debs[p.name], ids, spool)
-            control = control_files(debs[p.name])
-            infos[p.sha256] = DebInfo.of(unpacked, control)
-            layercache.store_deb_info(p.sha256, infos[p.sha256])
-            entries += unpacked.entries + _status_entries(p.name, control)
-        blob = write_layer(entries, mtime, layercache.blob_dir(), spool)
+    for p in group:
+        unpacked = unpack_deb(debs[p.name], ids)
+        control = control_files(debs[p.name])
+        infos[p.sha256] = DebInfo.of(unpacked, control)
+        layercache.store_deb_info(p.sha256, infos[p.sha256])
+        entries += unpacked.entries + _status_entries(p.name, control)
+    blob = write_layer(entries, mtime, layercache.blob_dir())
     layercache.store(_group_key(group, infos, ids, mtime), blob)
     return PackageLayer(blob, infos)
 
