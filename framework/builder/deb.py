@@ -4,33 +4,18 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import lzma
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import zstandard
 
 from framework.errors import UserError
 
 AR_MAGIC = b"!<arch>\n"
-
-
-def _members(handle: BinaryIO, path: Path) -> dict[str, tuple[int, int]]:
-    if handle.read(8) != AR_MAGIC:
-        raise UserError(f"{path} is not a Debian package (no ar header); delete it from the "
-                        "cache and build again")
-    members = {}
-    while header := handle.read(60):
-        if len(header) < 60:
-            break
-        name = header[:16].decode().strip().rstrip("/")
-        size = int(header[48:58].decode().strip())
-        members[name] = (handle.tell(), size)
-        handle.seek(size + (size & 1), io.SEEK_CUR)
-    return members
 
 
 @dataclass(frozen=True)
@@ -59,28 +44,48 @@ def _decompressed(name: str, raw: bytes) -> bytes:
     raise UserError(f"unsupported compression in .deb member {name}")
 
 
-def _archive(path: Path, prefix: str) -> Archive:
-    with open(path, "rb") as handle:
-        members = _members(handle, path)
-        name = next((m for m in members if m.startswith(prefix)), None)
+@dataclass(frozen=True)
+class Deb:
+    """A .deb read whole (once, for its hash and both archives): where each ar member is."""
+
+    path: Path
+    data: bytes
+    members: dict[str, tuple[int, int]]  # name -> (offset, size)
+
+    @classmethod
+    def read(cls, path: Path) -> Deb:
+        data = path.read_bytes()
+        if not data.startswith(AR_MAGIC):
+            raise UserError(f"{path} is not a Debian package (no ar header); delete it from "
+                            "the cache and build again")
+        members, offset = {}, len(AR_MAGIC)
+        while offset + 60 <= len(data):
+            header = data[offset:offset + 60]
+            name = header[:16].decode().strip().rstrip("/")
+            size = int(header[48:58].decode().strip())
+            members[name] = (offset + 60, size)
+            offset += 60 + size + (size & 1)
+        return cls(path, data, members)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def data_archive(self) -> Archive:
+        """The data archive (the files the package installs)."""
+        return self._archive("data.tar")
+
+    def control_files(self) -> dict[str, bytes]:
+        """The control archive's files (control, postinst, conffiles, ...) by bare name."""
+        control = self._archive("control.tar")
+        return {m.name.removeprefix("./"): bytes(control.content(m))
+                for m in control.members if m.isfile()}
+
+    def _archive(self, prefix: str) -> Archive:
+        name = next((m for m in self.members if m.startswith(prefix)), None)
         if name is None:
-            raise UserError(f"{path} has no {prefix}* member; the file is damaged: delete it "
-                            "from the cache and build again")
-        start, size = members[name]
-        handle.seek(start)
-        raw = handle.read(size)
-    data = _decompressed(name, raw)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        return Archive(tar.getmembers(), memoryview(data))
-
-
-def data_archive(path: Path) -> Archive:
-    """The data archive (the files the package installs)."""
-    return _archive(path, "data.tar")
-
-
-def control_files(path: Path) -> dict[str, bytes]:
-    """The control archive's files (control, postinst, conffiles, ...) by bare name."""
-    control = _archive(path, "control.tar")
-    return {m.name.removeprefix("./"): bytes(control.content(m))
-            for m in control.members if m.isfile()}
+            raise UserError(f"{self.path} has no {prefix}* member; the file is damaged: "
+                            "delete it from the cache and build again")
+        start, size = self.members[name]
+        data = _decompressed(name, self.data[start:start + size])
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            return Archive(tar.getmembers(), memoryview(data))

@@ -17,7 +17,7 @@ from framework.builder import layercache, maintscripts, pull
 from framework.builder.accounts import Accounts, account_files, accounts
 from framework.builder.base import BaseImage, load_base
 from framework.builder.compressor import COMPRESSOR
-from framework.builder.deb import data_archive
+from framework.builder.deb import Deb
 from framework.builder.download import download
 from framework.builder.generated import GENERATORS
 from framework.builder.grouping import explicit_groups, group_packages
@@ -125,7 +125,7 @@ def _maintscript_files(packages: list[LockedPackage], infos: dict[str, DebInfo],
 
 
 def _read_files(deb: Path, prefix: str, suffix: str) -> dict[str, bytes]:
-    archive = data_archive(deb)
+    archive = Deb.read(deb).data_archive()
     return {path: bytes(archive.content(member)) for member in archive.members
             if member.isfile() and (path := usr_path(member.name)).startswith(prefix)
             and path.endswith(suffix)}

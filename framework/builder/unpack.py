@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from framework.builder.deb import data_archive
+from framework.builder.deb import Deb
 from framework.builder.layer import DirMeta, Entry
 
 # Debian's merged-/usr: each of these is a symlink to usr/<name> in the base layer.
@@ -81,11 +80,11 @@ class DebInfo:
                    dirs, int(data["skipped_devices"]))
 
 
-def unpack_deb(deb: Path, ids: IdMap) -> Unpacked:
+def unpack_deb(deb: Deb, ids: IdMap) -> Unpacked:
     """The .deb's data archive as entries; a file's data is a slice of the decompressed
     archive, which stays in memory as long as the entries do."""
     result = Unpacked([], {}, set())
-    archive = data_archive(deb)
+    archive = deb.data_archive()
     for member in archive.members:
         path = usr_path(member.name)
         if not path or path == ".":
