@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import deflate
 
+# libdeflate's level 6 takes 2.2x as long for 8% less (30.9 vs 33.5 MB for nginx); a cold
+# build is mostly decompressing .debs and compressing layers, so speed wins.
 LEVEL = 1
 
 # Named where digests are recorded (the lock) and in each layer's cache key: another

@@ -27,7 +27,7 @@ class Entry:
     gid: int = 0
     size: int = 0
     link: str = ""  # symlink target, or the path a hard link points to
-    data: bytes | memoryview | None = None  # a file's content (a slice of its .deb's archive)
+    data: bytes | memoryview | None = None  # a file's content (a package's: a slice of its archive)
 
 
 @dataclass(frozen=True)
