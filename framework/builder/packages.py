@@ -85,6 +85,7 @@ def _write_package_layer(group: list[LockedPackage], debs: dict[str, Path], ids:
     return PackageLayer(blob, infos)
 
 
+# By group index: its layer, or the packages whose cached .debs changed.
 Written = dict[int, PackageLayer | list[LockedPackage]]
 
 # glibc's mallopt parameters, and the largest mmap threshold it accepts on 64-bit.
