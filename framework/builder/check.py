@@ -57,8 +57,8 @@ def first_difference(old: Path, new: Path, compressed_by: str | None) -> str:
             if a.get(field) != b.get(field):
                 return (f"entry {index} ({a['name']}): {field} was {a.get(field)!r}, "
                         f"rebuilt {b.get(field)!r}")
-    return ("the tar entries are the same; the compression differs: "
-            + compression_note(compressed_by))
+    return ("the tar entries are the same; the compression differs: " + compression_note(
+        compressed_by, "the recorded blob was changed after it was written"))
 
 
 def _last_build(out_dir: Path) -> dict[str, Any] | None:

@@ -135,6 +135,10 @@ def _write_json(path: Path, value: Any) -> None:
     write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+# Why a layer of the same compressor differs: another input of its bytes.
+OTHER_INPUTS = "the builder, image.created or the owners' ids differ"
+
+
 def _record_layers(definition: Path, lock: Lock, own: dict[str, str], frozen: bool,
                    warnings: list[str]) -> None:
     """The lock remembers each package layer's digest; a differing one is reported.
@@ -149,22 +153,22 @@ def _record_layers(definition: Path, lock: Lock, own: dict[str, str], frozen: bo
         warnings.append(
             f"layers of {', '.join(changed)} differ from the digests in "
             f"{lock_path(definition)}: this build did not reproduce them "
-            f"({compression_note(lock.compressor)})"
+            f"({compression_note(lock.compressor, OTHER_INPUTS)})"
             + ("" if frozen else "; the lock now records the new digests"))
     missing = any(p.layer is None and p.name in own for p in lock.packages)
     if (changed or missing) and not frozen:
         write_lock(lock_path(definition), lock.with_layers(own, COMPRESSOR), definition)
 
 
-def compression_note(recorded: str | None) -> str:
-    """Why recorded layer digests may differ from this build's, as their compressor tells."""
+def compression_note(recorded: str | None, same: str) -> str:
+    """What the compressors say of recorded layer digests that differ from this build's:
+    `recorded` made the lock's layers; `same` is the reason when it is this build's too."""
     if recorded is None:
-        return ("the recorded layers name no compressor: cimages before "
-                f"{COMPRESSOR} gzipped with the host's zlib")
+        return ("the lock names no compressor: its layers are from the host's zlib, before "
+                f"cimages pinned one; this build's are {COMPRESSOR}")
     if recorded != COMPRESSOR:
-        return f"the recorded layers were compressed by {recorded}, this build's by {COMPRESSOR}"
-    return (f"both by {COMPRESSOR}, which gives the same bytes on every machine: the "
-            "builder, image.created or the owners' ids differ")
+        return f"the lock's layers were compressed by {recorded}, this build's by {COMPRESSOR}"
+    return f"both by {COMPRESSOR}, which gives the same bytes on every machine: {same}"
 
 
 def _add_package_layers(layers: list[ImageLayer], groups: list[list[LockedPackage]],
