@@ -9,14 +9,16 @@ Why libdeflate (deflate 0.9.0 bundles libdeflate 1.25):
   states the output is deterministic for a given version and changes between versions
   (libdeflate issue #400), hence the pin. Checked: the same 44 MB of nginx's layers gave
   the same bytes natively (AVX-512, VPCLMULQDQ) and under qemu-x86_64 as qemu64 (no
-  SSE4.2, no PCLMUL), Nehalem and Haswell (AVX2).
+  SSE4.2, no PCLMUL), Nehalem and Haswell (AVX2); tests/test_compressor.py checks those
+  CPUs again where qemu-user is installed.
 - Not ISA-L (`isal`, 2.2x faster still): it picks its deflate kernels at run time (C, SSE,
   AVX2, AVX-512) and they hash differently; the same input gave other bytes under qemu64
   at levels 1-2, and three different outputs at level 3.
-- Not zlib-ng (`zlib-ng`): it picks SIMD routines at run time too, its hash differed with
-  SSE4.2/ACLE before 2.2, its output has differed between x86-64 and aarch64 (zlib-rs
-  issue #91), s390x's DFLTCC gives other bytes unless a `reproducible` parameter is set
-  that the binding does not expose; and its level 1 is 20% bigger than libdeflate's.
+- Not zlib-ng (`zlib-ng`): it gave the same bytes on those emulated CPUs, but nothing
+  promises it: it picks SIMD routines at run time, its hash differed with SSE4.2/ACLE
+  before 2.2, its output has differed between x86-64 and aarch64 (zlib-rs issue #91), and
+  s390x's DFLTCC gives other bytes unless a `reproducible` parameter is set that the
+  binding does not expose; and its level 1 is 20% bigger than libdeflate's.
 - Fast: level 1 compresses nginx's 79 MB of layers in 0.39 s (zlib level 1: 0.86 s) to
   33.5 MB (zlib: 34.2 MB).
 
