@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
-APT_PACKAGES := qemu-system-x86 qemu-utils bubblewrap skopeo mmdebstrap s6 execline \
+APT_PACKAGES := qemu-system-x86 qemu-utils qemu-user bubblewrap skopeo mmdebstrap s6 execline \
 	apt-utils e2fsprogs xz-utils zstd chromium debian-archive-keyring nix-bin shellcheck \
 	docker-registry podman runc
 # Runs pytest on a tier only once it holds tests, so a missing tier is said, not hidden.

@@ -3,7 +3,6 @@
 import gzip
 import io
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -191,6 +190,7 @@ def member(name, kind=tarfile.REGTYPE, mode=0o644, uname="root", gname="root", u
 
 @pytest.mark.parametrize("compression", ["xz", "gz", "zst"])
 def test_unpacking_rewrites_merged_usr_maps_owners_and_skips_devices(tmp_path, compression):
+    from framework.builder.deb import Deb
     from framework.builder.unpack import IdMap, unpack_deb
     deb = make_deb(tmp_path / "t.deb", [
         (member("./", tarfile.DIRTYPE, 0o755), b""),
@@ -200,11 +200,11 @@ def test_unpacking_rewrites_merged_usr_maps_owners_and_skips_devices(tmp_path, c
         (member("./var/www", tarfile.DIRTYPE, 0o750, "www-data", "www-data", 1234, 1234), b""),
         (member("./dev/null", tarfile.CHRTYPE, 0o666), b""),
     ], compression)
-    with tempfile.TemporaryFile() as spool:
-        unpacked = unpack_deb(deb, IdMap({"www-data": 33}, {"www-data": 33}), spool)
+    unpacked = unpack_deb(Deb.read(deb), IdMap({"www-data": 33}, {"www-data": 33}))
     entries = {e.path: e for e in unpacked.entries}
     assert set(entries) == {"usr/bin", "usr/bin/su", "usr/bin/su2", "var/www"}
     assert entries["usr/bin/su"].mode == 0o4755
+    assert bytes(entries["usr/bin/su"].data) == b"su"
     assert (entries["usr/bin/su2"].kind, entries["usr/bin/su2"].link) == ("hardlink",
                                                                           "usr/bin/su")
     assert (entries["var/www"].uid, entries["var/www"].gid) == (33, 33)

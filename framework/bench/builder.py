@@ -7,12 +7,17 @@
   `extract` unpacks exactly our package set (no maintainer scripts, like us); `custom`
   installs it with dpkg and its maintainer scripts, which cannot run without Debian's
   Essential set, so that run includes `?essential` too (a working Debian root, for scale).
+
+The cold builds and the `extract` runs alternate, so a busy spell of a shared machine falls
+on both; each also reports its CPU seconds (user + system, with child processes), which
+another load on the machine changes much less than the wall time.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -25,6 +30,7 @@ from typing import Any
 from framework.bench.subject import current_lock, variant
 from framework.builder import build
 from framework.builder.apt import PrivateApt
+from framework.builder.compressor import COMPRESSOR
 from framework.builder.download import cached_deb, download
 from framework.builder.lockfile import LockedPackage
 from framework.cache import fresh_root, using
@@ -41,10 +47,24 @@ def _with(root: Path, action: Callable[[], Any]) -> Any:
         return action()
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that ended (workers, mmdebstrap)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _timed(action: Callable[[], Any]) -> float:
     started = time.monotonic()
     action()
     return time.monotonic() - started
+
+
+def _measured(action: Callable[[], Any]) -> tuple[float, float]:
+    """Wall and CPU seconds of `action`."""
+    cpu = _cpu()
+    wall = _timed(action)
+    return wall, _cpu() - cpu
 
 
 def _local_repo(directory: Path, packages: list[LockedPackage]) -> str:
@@ -65,13 +85,28 @@ def _mmdebstrap(variant: str, packages: list[LockedPackage], repo: str, out: Pat
                 ) -> dict[str, Any]:
     command = ["mmdebstrap", f"--variant={variant}", "--mode=root", "--format=tar", "-q",
                "--include=" + ",".join(p.name for p in packages), "bookworm", str(out), repo]
+    cpu = _cpu()
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=MMDEBSTRAP_TIMEOUT)
     seconds = time.monotonic() - started
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:], "packages": len(packages)}
-    return {"seconds": round(seconds, 3), "packages": len(packages),
-            "tarBytes": out.stat().st_size}
+    return {"seconds": round(seconds, 3), "cpuSeconds": round(_cpu() - cpu, 3),
+            "packages": len(packages), "tarBytes": out.stat().st_size}
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One mmdebstrap result of several runs: the median times, or the first error."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    return {**runs[0], "seconds": _median([r["seconds"] for r in runs]),
+            "cpuSeconds": _median([r["cpuSeconds"] for r in runs]),
+            "runs": [r["seconds"] for r in runs]}
+
+
+def _ratio(theirs: dict[str, Any], key: str, ours: float) -> float | None:
+    return round(theirs[key] / ours, 2) if key in theirs else None
 
 
 def run() -> dict[str, Any]:
@@ -79,13 +114,19 @@ def run() -> dict[str, Any]:
     debs_dir = download(lock.packages)[lock.packages[0].name].parent
     with tempfile.TemporaryDirectory(prefix="cimages-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        essential = PrivateApt(lock.sources).resolve([*lock.request, "?essential"])
+        download(essential)
+        repo = _local_repo(tmp / "repo", list({p.sha256: p for p in
+                                               [*lock.packages, *essential]}.values()))
         definition = variant(tmp, "one\n")
-        cold, result = [], None
+        cold, extracts = [], []
         for attempt in range(3):
             cache = fresh_root(tmp / f"cache-{attempt}", debs_dir)
             out = tmp / f"out-{attempt}"
-            cold.append(_timed(functools.partial(
+            cold.append(_measured(functools.partial(
                 _with, cache, functools.partial(build, definition, out, frozen=True))))
+            extracts.append(_mmdebstrap("extract", lock.packages, repo,
+                                        tmp / f"extract-{attempt}.tar"))
         warm, etc_change = [], []
         for attempt in range(5):
             warm.append(_timed(lambda: _with(
@@ -96,30 +137,27 @@ def run() -> dict[str, Any]:
         result = _with(cache, lambda: build(definition, out, frozen=True))
         installed = sum(p.installed_size for p in lock.packages) * 1024
         uncompressed = sum(_tar_size(p) for p in result.layers)
-
-        essential = PrivateApt(lock.sources).resolve([*lock.request, "?essential"])
-        download(essential)
-        repo = _local_repo(tmp / "repo", list({p.sha256: p for p in
-                                               [*lock.packages, *essential]}.values()))
-        extract = _mmdebstrap("extract", lock.packages, repo, tmp / "extract.tar")
         custom = _mmdebstrap("custom", essential, repo, tmp / "custom.tar")
-    ours = _median(cold)
+    ours, ours_cpu = _median([wall for wall, _ in cold]), _median([cpu for _, cpu in cold])
+    extract = _medians(extracts)
     return {
         "image": "images/nginx.yaml",
         "packages": len(lock.packages),
         "layers": len(result.layers),
         "coldBuildSeconds": ours,
+        "coldBuildCpuSeconds": ours_cpu,
+        "coldBuildRuns": [round(wall, 3) for wall, _ in cold],
         "warmRebuildSeconds": _median(warm),
         "etcChangeRebuildSeconds": _median(etc_change),
         "imageBytesCompressed": result.size,
         "imageBytesUncompressed": uncompressed,
         "packagesInstalledBytes": installed,
+        "layerCompressor": COMPRESSOR,
         "mmdebstrapExtractSameSet": extract,
         "mmdebstrapCustomWithEssential": custom,
-        "speedupVsMmdebstrapExtract": round(extract["seconds"] / ours, 2)
-        if "seconds" in extract else None,
-        "speedupVsMmdebstrapCustom": round(custom["seconds"] / ours, 2)
-        if "seconds" in custom else None,
+        "speedupVsMmdebstrapExtract": _ratio(extract, "seconds", ours),
+        "speedupVsMmdebstrapExtractCpu": _ratio(extract, "cpuSeconds", ours_cpu),
+        "speedupVsMmdebstrapCustom": _ratio(custom, "seconds", ours),
     }
 
 

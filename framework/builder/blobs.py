@@ -70,13 +70,14 @@ def writing(directory: Path, suffix: str = "") -> Iterator[BlobWriter]:
         file.commit(writer.blob.path, keep_existing=True)
 
 
-def put(directory: Path, data: bytes) -> Blob:
-    """`data` as a blob in `directory`."""
+def put(directory: Path, data: bytes | bytearray) -> Blob:
+    """`data` as a blob in `directory` (hashed once, not again while it is written)."""
     digest = hashlib.sha256(data).hexdigest()
     blob = Blob(f"sha256:{digest}", len(data), directory / digest)
     if not blob.path.is_file():
-        with writing(directory) as out:
-            out.write(data)
+        with pending(directory, ".blob-") as file:
+            file.handle.write(data)
+            file.commit(blob.path, keep_existing=True)
     return blob
 
 

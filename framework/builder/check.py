@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.builder.lockfile import lock_path, read_lock
-from framework.builder.pipeline import BuildResult, build
+from framework.builder.pipeline import BuildResult, build, compression_note
 from framework.cache import cache_dir, fresh_root, using
 from framework.digests import hex_of
 
@@ -44,8 +44,9 @@ def _entries(blob: Path) -> Iterator[dict[str, Any]]:
             yield entry
 
 
-def first_difference(old: Path, new: Path) -> str:
-    """The first tar entry where two layer blobs differ: its path, the field, both values."""
+def first_difference(old: Path, new: Path, compressed_by: str | None) -> str:
+    """The first tar entry where two layer blobs differ: its path, the field, both values;
+    `compressed_by`: the compressor the lock names for the recorded layers."""
     for index, (a, b) in enumerate(zip_longest(_entries(old), _entries(new))):
         if a is None or b is None:
             extra = a or b
@@ -56,7 +57,8 @@ def first_difference(old: Path, new: Path) -> str:
             if a.get(field) != b.get(field):
                 return (f"entry {index} ({a['name']}): {field} was {a.get(field)!r}, "
                         f"rebuilt {b.get(field)!r}")
-    return "the tar entries are the same; the compression differs (another zlib?)"
+    return ("the tar entries are the same; the compression differs: " + compression_note(
+        compressed_by, "the recorded blob was changed after it was written"))
 
 
 def _last_build(out_dir: Path) -> dict[str, Any] | None:
@@ -82,6 +84,7 @@ def check(definition: Path, out_dir: Path) -> Report:
         differences: list[str] = []
         compared: list[str] = []
         recorded = {p.name: p.layer for p in lock.packages if p.layer} if lock else {}
+        compressed_by = lock.compressor if lock else None
         if recorded:
             compared.append(f"{len(recorded)} package layers against {lock_path(definition)}")
         for name, digest in sorted(recorded.items()):
@@ -89,17 +92,19 @@ def check(definition: Path, out_dir: Path) -> Report:
             if new is not None and new != digest:
                 old_blob = known_blobs / hex_of(digest, str(lock_path(definition)))
                 new_blob = Path(tmp) / "cache" / "blobs" / hex_of(new, "the rebuild")
-                detail = (first_difference(old_blob, new_blob) if old_blob.is_file()
+                detail = (first_difference(old_blob, new_blob, compressed_by)
+                          if old_blob.is_file()
                           else "the recorded layer is not in the cache to compare")
                 differences.append(f"package {name}: the lock records {digest}, the rebuild "
                                    f"gives {new}: {detail}")
         if last is not None:
             compared.append(f"manifest, config and layers against {out_dir}")
-            differences += _against_last(last, rebuilt)
+            differences += _against_last(last, rebuilt, compressed_by)
         return Report(rebuilt, differences, compared)
 
 
-def _against_last(last: dict[str, Any], rebuilt: BuildResult) -> list[str]:
+def _against_last(last: dict[str, Any], rebuilt: BuildResult, compressed_by: str | None
+                  ) -> list[str]:
     if last["digest"] == rebuilt.digest:
         return []
     manifest = json.loads((rebuilt.oci_dir / "blobs" / "sha256" /
@@ -117,5 +122,5 @@ def _against_last(last: dict[str, Any], rebuilt: BuildResult) -> list[str]:
             old_blob = last["blobs"] / hex_of(old["digest"], "the last build")
             new_blob = rebuilt.oci_dir / "blobs" / "sha256" / hex_of(new["digest"], "rebuild")
             found.append(f"layer {index}: {old['digest']} -> {new['digest']}: "
-                         f"{first_difference(old_blob, new_blob)}")
+                         f"{first_difference(old_blob, new_blob, compressed_by)}")
     return found

@@ -1,15 +1,15 @@
-"""Reading .deb files: the ar container, the control archive, the data archive as a stream."""
+"""Reading .deb files: the ar container, and its control and data archives decompressed whole
+(a package's files are held in memory until its layer is written)."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import lzma
 import tarfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import zstandard
 
@@ -18,80 +18,74 @@ from framework.errors import UserError
 AR_MAGIC = b"!<arch>\n"
 
 
-class _Slice(io.RawIOBase):
-    """A read-only window onto one ar member, so decompressors stream from the .deb."""
+@dataclass(frozen=True)
+class Archive:
+    """A .deb member's tar, decompressed whole: its members and the bytes they point into,
+    so a file's content is a slice of `data`, never a copy."""
 
-    def __init__(self, handle: BinaryIO, start: int, size: int) -> None:
-        self._handle, self._pos, self._end = handle, start, start + size
+    members: list[tarfile.TarInfo]
+    data: memoryview
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        want = min(len(buffer), self._end - self._pos)
-        if want <= 0:
-            return 0
-        self._handle.seek(self._pos)
-        data = self._handle.read(want)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+    def content(self, member: tarfile.TarInfo) -> memoryview:
+        return self.data[member.offset_data:member.offset_data + member.size]
 
 
-def _members(handle: BinaryIO, path: Path) -> dict[str, tuple[int, int]]:
-    if handle.read(8) != AR_MAGIC:
-        raise UserError(f"{path} is not a Debian package (no ar header); delete it from the "
-                        "cache and build again")
-    members = {}
-    while header := handle.read(60):
-        if len(header) < 60:
-            break
-        name = header[:16].decode().strip().rstrip("/")
-        size = int(header[48:58].decode().strip())
-        members[name] = (handle.tell(), size)
-        handle.seek(size + (size & 1), io.SEEK_CUR)
-    return members
-
-
-def _decompressed(name: str, raw: BinaryIO) -> BinaryIO | io.BufferedIOBase | io.RawIOBase:
+def _decompressed(name: str, raw: bytes) -> bytes:
+    """The whole member in one call: no stream reader's Python calls per chunk."""
     if name.endswith(".xz"):
-        return lzma.LZMAFile(raw)
+        return lzma.decompress(raw)
     if name.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw)
+        return gzip.decompress(raw)
     if name.endswith(".zst"):
-        return zstandard.ZstdDecompressor().stream_reader(raw)
+        # decompressobj, unlike decompress, needs no content size in the frame header.
+        return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
     if name.endswith(".tar"):
         return raw
     raise UserError(f"unsupported compression in .deb member {name}")
 
 
-@contextmanager
-def _tar(path: Path, prefix: str) -> Iterator[tarfile.TarFile]:
-    with open(path, "rb") as handle:
-        members = _members(handle, path)
-        name = next((m for m in members if m.startswith(prefix)), None)
+@dataclass(frozen=True)
+class Deb:
+    """A .deb read whole (once, for its hash and both archives): where each ar member is."""
+
+    path: Path
+    data: bytes
+    members: dict[str, tuple[int, int]]  # name -> (offset, size)
+
+    @classmethod
+    def read(cls, path: Path) -> Deb:
+        data = path.read_bytes()
+        if not data.startswith(AR_MAGIC):
+            raise UserError(f"{path} is not a Debian package (no ar header); delete it from "
+                            "the cache and build again")
+        members, offset = {}, len(AR_MAGIC)
+        while offset + 60 <= len(data):
+            header = data[offset:offset + 60]
+            name = header[:16].decode().strip().rstrip("/")
+            size = int(header[48:58].decode().strip())
+            members[name] = (offset + 60, size)
+            offset += 60 + size + (size & 1)
+        return cls(path, data, members)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def data_archive(self) -> Archive:
+        """The data archive (the files the package installs)."""
+        return self._archive("data.tar")
+
+    def control_files(self) -> dict[str, bytes]:
+        """The control archive's files (control, postinst, conffiles, ...) by bare name."""
+        control = self._archive("control.tar")
+        return {m.name.removeprefix("./"): bytes(control.content(m))
+                for m in control.members if m.isfile()}
+
+    def _archive(self, prefix: str) -> Archive:
+        name = next((m for m in self.members if m.startswith(prefix)), None)
         if name is None:
-            raise UserError(f"{path} has no {prefix}* member; the file is damaged: delete it "
-                            "from the cache and build again")
-        raw = io.BufferedReader(_Slice(handle, *members[name]), buffer_size=1 << 20)
-        with tarfile.open(fileobj=_decompressed(name, raw), mode="r|") as tar:
-            yield tar
-
-
-@contextmanager
-def data_tar(path: Path) -> Iterator[tarfile.TarFile]:
-    """The data archive as a stream: iterate it once, reading each member as it comes."""
-    with _tar(path, "data.tar") as tar:
-        yield tar
-
-
-def control_files(path: Path) -> dict[str, bytes]:
-    """The control archive's files (control, postinst, conffiles, ...) by bare name."""
-    files = {}
-    with _tar(path, "control.tar") as tar:
-        for member in tar:
-            if member.isfile():
-                extracted = tar.extractfile(member)
-                if extracted is not None:
-                    files[member.name.removeprefix("./")] = extracted.read()
-    return files
+            raise UserError(f"{self.path} has no {prefix}* member; the file is damaged: "
+                            "delete it from the cache and build again")
+        start, size = self.members[name]
+        data = _decompressed(name, self.data[start:start + size])
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            return Archive(tar.getmembers(), memoryview(data))

@@ -25,7 +25,6 @@ from framework.builder import blobs
 from framework.builder.lockfile import LockedPackage
 from framework.builder.progress import Progress
 from framework.cache import cache_dir
-from framework.digests import file_sha256
 from framework.errors import UserError
 
 PARALLEL = 6
@@ -148,17 +147,15 @@ def _download_verified(url: str, package: LockedPackage, progress: Progress) -> 
         raise _Transient() from err
 
 
-def reverify(packages: list[LockedPackage]) -> None:
-    """Hashes the cached .debs about to be unpacked: one changed since it was fetched (a
-    swapped or damaged cache file) is deleted and fetched once more, which verifies it."""
-    changed = [p for p in packages if file_sha256(cached_deb(p)) != p.sha256]
-    if changed:
-        print("cimages: cached .debs of " + ", ".join(p.name for p in changed) + " do not "
-              "match the lock's sha256 (the cache was changed): fetching them again",
-              file=sys.stderr)
-        for p in changed:
-            cached_deb(p).unlink()
-        download(changed)
+def refetch(changed: list[LockedPackage]) -> None:
+    """Fetches again the cached .debs that no longer hash to the lock's sha256 (a swapped or
+    damaged cache file, found as the layer's unpacking read it): the download verifies."""
+    print("cimages: cached .debs of " + ", ".join(p.name for p in changed) + " do not "
+          "match the lock's sha256 (the cache was changed): fetching them again",
+          file=sys.stderr)
+    for p in changed:
+        cached_deb(p).unlink(missing_ok=True)
+    download(changed)
 
 
 def download(packages: list[LockedPackage]) -> dict[str, Path]:

@@ -1,9 +1,9 @@
 """Layers keyed by their content's inputs, so a rebuild reuses blobs without rewriting them.
 
 A package layer's key is the .deb's sha256, the mtime, the ids of the owner names the .deb
-uses, and BUILDER_VERSION; the names a .deb uses are learnt the first time it is unpacked
-(`info/<sha256>.json`, with its file list and control files), so a warm build decides
-every hit without opening a .deb.
+uses, BUILDER_VERSION and the compressor with its version; the names a .deb uses are learnt
+the first time it is unpacked (`info/<sha256>.json`, with its file list and control files),
+so a warm build decides every hit without opening a .deb.
 """
 
 from __future__ import annotations
@@ -15,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from framework.atomic import write_atomic
+from framework.builder.compressor import COMPRESSOR
 from framework.builder.layer import LayerBlob
 from framework.builder.unpack import DebInfo
 from framework.cache import cache_dir
 from framework.digests import is_digest
 
-# Bump when the bytes of a layer for the same inputs change (tar or path rules).
+# Bump when the bytes of a layer for the same inputs change (tar or path rules); another
+# compressor changes every key by itself.
 BUILDER_VERSION = 3
 
 
 def key_of(value: Any) -> str:
-    data = json.dumps([BUILDER_VERSION, value], sort_keys=True, separators=(",", ":"))
+    data = json.dumps([BUILDER_VERSION, COMPRESSOR, value], sort_keys=True,
+                      separators=(",", ":"))
     return hashlib.sha256(data.encode()).hexdigest()
 
 

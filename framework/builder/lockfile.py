@@ -2,7 +2,8 @@
 
 YAML, sorted by package name, one mapping per package, so a diff of two locks reads as
 "which package moved to which version". `layer` is the digest the builder produced for
-the package's own layer, so a later build can check that it reproduced it. `from` (only
+the package's own layer, so a later build can check that it reproduced it; `compressor`
+names what gzipped those layers (another version gives other digests). `from` (only
 when `image.from` is a registry reference) pins the base image: the reference as written,
 the digest of the manifest for linux/amd64, and the index's digest when the reference
 named an index.
@@ -113,10 +114,16 @@ class Lock:
     packages: list[LockedPackage]
     sources: DebianSources  # where they were resolved: the definition's debian.*
     base: BaseLock | None = None  # image.from, when it is a registry reference
+    # What gzipped the recorded layers (compressor.COMPRESSOR): their digests hold for it.
+    compressor: str | None = None
 
-    def with_layers(self, layers: dict[str, str]) -> Lock:
-        return replace(self, packages=[replace(p, layer=layers.get(p.name, p.layer))
-                                       for p in self.packages])
+    def with_layers(self, layers: dict[str, str], compressor: str) -> Lock:
+        """`layers` recorded, made by `compressor`; a digest of another compressor that
+        this build did not replace is dropped, as it would be put under the wrong name."""
+        kept = compressor == self.compressor
+        return replace(self, compressor=compressor, packages=[
+            replace(p, layer=layers.get(p.name, p.layer if kept else None))
+            for p in self.packages])
 
 
 def lock_path(definition: Path) -> Path:
@@ -134,8 +141,11 @@ def read_lock(path: Path) -> Lock | None:
         packages = [_checked(LockedPackage.from_lock(p), path)
                     for p in data.get("packages") or []]
         base = BaseLock.from_lock(data["from"], path) if "from" in data else None
+        compressor = data.get("compressor")
+        if compressor is not None and not isinstance(compressor, str):
+            raise TypeError(f"compressor is {compressor!r}, not a string")
         return Lock(sorted(data.get("request") or []), sorted(packages, key=lambda p: p.name),
-                    DebianSources.from_lock(data.get("debian")), base)
+                    DebianSources.from_lock(data.get("debian")), base, compressor)
     except (yaml.YAMLError, TypeError, AttributeError) as err:
         raise UserError(f"{path} is not a valid lock file ({err}); delete it and run "
                         f"`cimages lock {path.with_suffix('.yaml')}`") from err
@@ -160,7 +170,10 @@ def write_lock(path: Path, lock: Lock, definition: Path) -> None:
     content: dict[str, Any] = {"debian": lock.sources.as_lock()}
     if lock.base is not None:
         content["from"] = lock.base.to_lock()
-    content.update(request=sorted(lock.request), packages=packages)
+    content["request"] = sorted(lock.request)
+    if lock.compressor is not None and any(p.layer for p in lock.packages):
+        content["compressor"] = lock.compressor
+    content["packages"] = packages
     text = HEADER.format(definition=definition.name) + yaml.dump(
         content,
         Dumper=_DUMPER, sort_keys=False, default_flow_style=None, width=100,

@@ -16,7 +16,8 @@ from framework.atomic import write_atomic
 from framework.builder import layercache, maintscripts, pull
 from framework.builder.accounts import Accounts, account_files, accounts
 from framework.builder.base import BaseImage, load_base
-from framework.builder.deb import data_tar
+from framework.builder.compressor import COMPRESSOR
+from framework.builder.deb import Deb
 from framework.builder.download import download
 from framework.builder.generated import GENERATORS
 from framework.builder.grouping import explicit_groups, group_packages
@@ -124,19 +125,18 @@ def _maintscript_files(packages: list[LockedPackage], infos: dict[str, DebInfo],
 
 
 def _read_files(deb: Path, prefix: str, suffix: str) -> dict[str, bytes]:
-    found = {}
-    with data_tar(deb) as tar:
-        for member in tar:
-            path = usr_path(member.name)
-            if member.isfile() and path.startswith(prefix) and path.endswith(suffix):
-                data = tar.extractfile(member)
-                assert data is not None  # a regular file member always has data
-                found[path] = data.read()
-    return found
+    archive = Deb.read(deb).data_archive()
+    return {path: bytes(archive.content(member)) for member in archive.members
+            if member.isfile() and (path := usr_path(member.name)).startswith(prefix)
+            and path.endswith(suffix)}
 
 
 def _write_json(path: Path, value: Any) -> None:
     write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+# Why a layer of the same compressor differs: another input of its bytes.
+OTHER_INPUTS = "the builder, image.created or the owners' ids differ"
 
 
 def _record_layers(definition: Path, lock: Lock, own: dict[str, str], frozen: bool,
@@ -144,19 +144,31 @@ def _record_layers(definition: Path, lock: Lock, own: dict[str, str], frozen: bo
     """The lock remembers each package layer's digest; a differing one is reported.
 
     A difference is a warning, not an error: the .debs are verified by hash already, and
-    the usual cause is the environment (another zlib gives other gzip bytes), which a user
-    cannot fix in the definition. `--frozen` reports without writing the lock."""
+    the usual cause is another builder or compressor version (the lock names the one that
+    made its digests), which a user cannot fix in the definition. `--frozen` reports
+    without writing the lock."""
     changed = sorted(n for p in lock.packages if (n := p.name) in own
                      and p.layer and p.layer != own[n])
     if changed:
         warnings.append(
             f"layers of {', '.join(changed)} differ from the digests in "
-            f"{lock_path(definition)}: this build did not reproduce them (the builder, "
-            "image.created, the owners' ids or the zlib version differ)"
+            f"{lock_path(definition)}: this build did not reproduce them "
+            f"({compression_note(lock.compressor, OTHER_INPUTS)})"
             + ("" if frozen else "; the lock now records the new digests"))
     missing = any(p.layer is None and p.name in own for p in lock.packages)
     if (changed or missing) and not frozen:
-        write_lock(lock_path(definition), lock.with_layers(own), definition)
+        write_lock(lock_path(definition), lock.with_layers(own, COMPRESSOR), definition)
+
+
+def compression_note(recorded: str | None, same: str) -> str:
+    """What the compressors say of recorded layer digests that differ from this build's:
+    `recorded` made the lock's layers; `same` is the reason when it is this build's too."""
+    if recorded is None:
+        return ("the lock names no compressor: its layers are from the host's zlib, before "
+                f"cimages pinned one; this build's are {COMPRESSOR}")
+    if recorded != COMPRESSOR:
+        return f"the lock's layers were compressed by {recorded}, this build's by {COMPRESSOR}"
+    return f"both by {COMPRESSOR}, which gives the same bytes on every machine: {same}"
 
 
 def _add_package_layers(layers: list[ImageLayer], groups: list[list[LockedPackage]],

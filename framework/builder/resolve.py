@@ -41,7 +41,8 @@ def lock_definition(definition: Path, request: Request, *, update: bool = False)
         pins = {p.name: p.pin for p in old.packages}
         packages = [replace(p, layer=layers.get(p.name)) if pins.get(p.name) == p.pin else p
                     for p in packages]
-    lock = Lock(request.packages, packages, request.sources, old.base if old else None)
+    lock = Lock(request.packages, packages, request.sources, old.base if old else None,
+                old.compressor if old else None)
     write_lock(path, lock, definition)
     return lock
 

@@ -10,12 +10,10 @@ does.
 from __future__ import annotations
 
 import hashlib
-import tarfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from framework.builder.deb import data_tar
+from framework.builder.deb import Deb
 from framework.builder.layer import DirMeta, Entry
 
 # Debian's merged-/usr: each of these is a symlink to usr/<name> in the base layer.
@@ -82,35 +80,36 @@ class DebInfo:
                    dirs, int(data["skipped_devices"]))
 
 
-def unpack_deb(deb: Path, ids: IdMap, spool: BinaryIO) -> Unpacked:
-    """Appends each regular file's bytes to `spool`; entries point into it."""
+def unpack_deb(deb: Deb, ids: IdMap) -> Unpacked:
+    """The .deb's data archive as entries; a file's data is a slice of the decompressed
+    archive, which stays in memory as long as the entries do."""
     result = Unpacked([], {}, set())
-    with data_tar(deb) as tar:
-        for member in tar:
-            path = usr_path(member.name)
-            if not path or path == ".":
-                continue
-            if member.ischr() or member.isblk() or member.isfifo():
-                result.skipped_devices += 1  # container runtimes provide /dev
-                continue
-            uid = _owner(member.uname, member.uid, ids.users, "user", result.owner_names)
-            gid = _owner(member.gname, member.gid, ids.groups, "group", result.owner_names)
-            entry = Entry(path, "dir", member.mode, uid, gid)
-            if member.isdir():
-                if (member.mode & 0o7777, uid, gid) != (0o755, 0, 0):
-                    result.dirs[path] = (member.mode & 0o7777, uid, gid)
-            elif member.issym():
-                entry.kind, entry.link = "symlink", member.linkname
-                result.files[path] = "symlink:" + member.linkname
-            elif member.islnk():
-                entry.kind, entry.link = "hardlink", usr_path(member.linkname)
-                result.files[path] = result.files.get(entry.link, "hardlink:" + entry.link)
-            elif member.isfile():
-                entry.kind, entry.size, entry.offset = "file", member.size, spool.tell()
-                result.files[path] = _copy(tar, member, spool)
-            else:
-                continue
-            result.entries.append(entry)
+    archive = deb.data_archive()
+    for member in archive.members:
+        path = usr_path(member.name)
+        if not path or path == ".":
+            continue
+        if member.ischr() or member.isblk() or member.isfifo():
+            result.skipped_devices += 1  # container runtimes provide /dev
+            continue
+        uid = _owner(member.uname, member.uid, ids.users, "user", result.owner_names)
+        gid = _owner(member.gname, member.gid, ids.groups, "group", result.owner_names)
+        entry = Entry(path, "dir", member.mode, uid, gid)
+        if member.isdir():
+            if (member.mode & 0o7777, uid, gid) != (0o755, 0, 0):
+                result.dirs[path] = (member.mode & 0o7777, uid, gid)
+        elif member.issym():
+            entry.kind, entry.link = "symlink", member.linkname
+            result.files[path] = "symlink:" + member.linkname
+        elif member.islnk():
+            entry.kind, entry.link = "hardlink", usr_path(member.linkname)
+            result.files[path] = result.files.get(entry.link, "hardlink:" + entry.link)
+        elif member.isfile():
+            entry.kind, entry.size, entry.data = "file", member.size, archive.content(member)
+            result.files[path] = hashlib.sha256(entry.data).hexdigest()
+        else:
+            continue
+        result.entries.append(entry)
     return result
 
 
@@ -118,13 +117,3 @@ def _owner(name: str, number: int, table: dict[str, int], kind: str, used: set[s
     if name and name != "root":
         used.add(f"{kind}:{name}")
     return table.get(name, number) if name else number
-
-
-def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, spool: BinaryIO) -> str:
-    source = tar.extractfile(member)
-    digest = hashlib.sha256()
-    if source is not None:
-        while chunk := source.read(1 << 20):
-            digest.update(chunk)
-            spool.write(chunk)
-    return digest.hexdigest()
