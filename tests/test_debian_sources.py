@@ -141,3 +141,44 @@ def test_a_deb_gone_from_the_mirror_comes_from_the_snapshot_service(tmp_path, mo
     assert missing.returncode == 2
     assert f"libc6 {gone.version} is gone from the Debian archive" in missing.stderr
     assert not (tmp_path / "o2" / "oci").exists()
+
+
+def test_the_frameworks_own_image_is_resolved_again_when_a_pin_is_gone(tmp_path, monkeypatch,
+                                                                       capsys):
+    """build_current (the Docker host's and the initramfs tools' builds): a pinned .deb in
+    neither the mirror nor the snapshot service gets the definition resolved again within
+    its release, said once; the shipped lock is left as it was, later builds reuse the new
+    lock."""
+    from framework.builder.current import build_current
+    from framework.cache import cache_root
+
+    definition = tmp_path / "own" / "hello.yaml"
+    definition.parent.mkdir()
+    shutil.copy(HELLO, definition)
+    lock = lock_path(HELLO).read_text()
+    pinned = read_lock(lock_path(HELLO))
+    assert pinned is not None
+    libc = next(p for p in pinned.packages if p.name == "libc6")
+    entry = "version: {}\n  architecture: amd64\n  sha256: {}"
+    gone = lock.replace(entry.format(libc.version, libc.sha256),
+                        entry.format(f"{libc.version}.gone", "fe" * 32))
+    gone = gone.replace(libc.url, libc.url.replace("_amd64.deb", "_amd64-gone.deb"))
+    assert gone.count(".gone") == 1
+    lock_path(definition).write_text(gone)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for shared in ("debs", "apt", "info"):  # no download or list fetch twice
+        (cache / shared).symlink_to(cache_root() / shared)
+    monkeypatch.setenv("CIMAGES_CACHE", str(cache))
+    monkeypatch.setenv("CIMAGES_SNAPSHOT_URL", f"http://127.0.0.1:{free_port()}")  # nobody
+    relocked = tmp_path / "relocked"
+    built = build_current(definition, tmp_path / "out", relocked)
+    said = capsys.readouterr().err
+    assert f"libc6 {libc.version}.gone, pinned by hello.yaml, is gone" in said
+    assert "within bookworm" in said
+    current = read_lock(lock_path(relocked / "hello.yaml"))
+    assert current is not None
+    assert next(p for p in current.packages if p.name == "libc6").version == libc.version
+    assert lock_path(definition).read_text() == gone
+    again = build_current(definition, tmp_path / "out", relocked)
+    assert again.digest == built.digest and "gone" not in capsys.readouterr().err

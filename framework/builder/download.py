@@ -28,6 +28,14 @@ from framework.cache import cache_dir
 from framework.errors import UserError
 
 PARALLEL = 6
+
+
+class PackageGone(UserError):
+    """A locked version is in neither the mirror nor the snapshot service (as reachable)."""
+
+    def __init__(self, package: LockedPackage, message: str) -> None:
+        self.package = package
+        super().__init__(message)
 TIMEOUT = 60  # seconds without a byte from the mirror
 # A failed name lookup or a dropped connection is retried, as apt does (Acquire::Retries):
 # seen once on this network while two pytest workers fetched ~200 .debs at once.
@@ -86,11 +94,10 @@ def _fetch_once(package: LockedPackage, progress: Progress) -> bool:
         why = "does not have it either"
     except _Transient as err:
         why = f"could not be reached ({err.__cause__})"
-    raise UserError(
+    raise PackageGone(package, (
         f"{package.name} {package.version} is gone from the Debian archive ({package.url} "
         f"answers 404) and {snapshot_url()} {why}: the lock pins a superseded version; run "
-        "`cimages lock --update FILE` to pin the current one"
-    )
+        "`cimages lock --update FILE` to pin the current one"))
 
 
 def _snapshot_urls(package: LockedPackage) -> list[str]:

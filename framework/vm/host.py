@@ -12,7 +12,7 @@ from pathlib import Path
 
 from framework import cache
 from framework.atomic import write_atomic
-from framework.builder import build
+from framework.builder.current import build_current
 from framework.cache import exclusive
 from framework.errors import UserError
 from framework.sandbox.rootfs import unpacked_root
@@ -101,7 +101,8 @@ def docker_host() -> VMRoot:
     # the Docker host's image (hundreds of MB) in its own tree. No docker-archive: nothing
     # loads this image into a Docker.
     cache.hold(cache_dir("images") / "docker-host")
-    result = build(definition(), cache_dir("images") / "docker-host", archive=False)
+    result = build_current(definition(), cache_dir("images") / "docker-host",
+                           cache_dir("images") / "docker-host-current", archive=False)
     init = list(result.config["image"]["entryPoint"] or [])
     if not init:
         raise UserError("docker-host.yaml has no entry point: it needs its s6 services "

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from framework.atomic import write_atomic
-from framework.builder import build as build_image
+from framework.builder.current import build_current
 from framework.sandbox.rootfs import unpacked_root
 from framework.vm import cpio, kmods
 from framework.vm.cache import cache_dir
@@ -48,7 +48,9 @@ def build(root: Path) -> Path:
     release = kernel_release(root)
     modules_dir = root / "lib" / "modules" / release
     init = resources.files("framework.vm").joinpath("init.sh").read_bytes()
-    tools = build_image(TOOLS, cache_dir("images") / "initramfs-tools")  # not in the caller's tree
+    # Into the cache, not the caller's tree.
+    tools = build_current(TOOLS, cache_dir("images") / "initramfs-tools",
+                          cache_dir("images") / "initramfs-tools-current")
     key = hashlib.sha256(b"\0".join([release.encode(), init, tools.digest.encode(),
                                      " ".join(MODULES).encode()])).hexdigest()[:20]
     out = cache_dir("initramfs") / f"{release}-{key}.cpio.gz"
