@@ -34,6 +34,9 @@ def qemu_binary() -> str:
     if path is None:
         raise UserError(f"{QEMU} is not installed; the VM tier needs it: run `make setup` "
                         "(or apt-get install qemu-system-x86 qemu-utils)")
+    if shutil.which("zstd") is None:
+        raise UserError("zstd is not installed; the VM tier stores its snapshots with it: "
+                        "run `make setup` (or apt-get install zstd)")
     return path
 
 

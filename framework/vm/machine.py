@@ -59,7 +59,13 @@ SMP = {"kvm": 2, "tcg": 1}
 # init_on_free: pages the guest frees are zeroed, which a snapshot stores as a flag rather
 # than 4 KiB (dockerd's spent load buffers, the initramfs).
 KERNEL_ARGS = "console=tty0 console=ttyS0 quiet panic=-1 oops=panic init_on_free=1"
-MIGRATE_BANDWIDTH = 64 << 30  # bytes per second: no limit that matters
+MIGRATE_BANDWIDTH = 64 << 30
+# Snapshots are zstd streams: a third of the size (a booted VM 264 -> 83 MB, most of the
+# cache after a `make test`) for 0.56 s more to save one and 0.1-0.2 s more to restore one
+# (measured alternating, quiet machine: 0.65-0.69 s against 0.73-0.89 s to Docker ready).
+COMPRESS = "zstd -1 -T2 -q -c"
+DECOMPRESS = "zstd -dcq"
+SNAPSHOT_FORMAT = "zstd"  # bytes per second: no limit that matters
 # The VM's start-up waits are polled finely: a restore takes well under two seconds.
 START_POLL = (0.01, 0.01)
 T = TypeVar("T")
@@ -145,7 +151,7 @@ class QemuMachine(Target):
                 "-qmp", f"unix:{qmp_path},server=on,wait=off",
                 *qemu_args(self._agent_path)]
         if self.snapshot is not None:
-            argv += ["-incoming", f"exec:cat {shlex.quote(str(self.snapshot))}"]
+            argv += ["-incoming", f"exec:{DECOMPRESS} {shlex.quote(str(self.snapshot))}"]
         return argv
 
     def start(self) -> None:
@@ -309,11 +315,14 @@ class QemuMachine(Target):
             self._ssh.close()
             self._ssh = None
         tmp = temporary_sibling(path)
+        written = tmp.with_name(tmp.name + ".done")
         self.qmp("stop")
         # QEMU caps a migration at 128 MiB/s by default, a limit meant for a network
         # shared with a running guest: a paused one saved to a file goes at disk speed.
         self.qmp("migrate-set-parameters", **{"max-bandwidth": MIGRATE_BANDWIDTH})
-        self.qmp("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
+        # QEMU does not wait for the command it migrates into: the rename says it is done.
+        self.qmp("migrate", uri=f"exec:{COMPRESS} > {shlex.quote(str(tmp))} && "
+                                f"mv {shlex.quote(str(tmp))} {shlex.quote(str(written))}")
         state = ""
 
         def attempt() -> bool | None:
@@ -321,11 +330,14 @@ class QemuMachine(Target):
             state = self.qmp("query-migrate").get("status")
             if state == "failed":
                 raise TargetUnusable("saving the VM snapshot failed (migration failed)")
-            return True if state == "completed" else None
+            return True if state == "completed" and written.exists() else None
 
-        self._start_wait(attempt, "the VM snapshot to be saved", 120,
-                         last=lambda: f"migration {state}", interval=(0.02, 0.02))
-        tmp.replace(path)
+        try:
+            self._start_wait(attempt, "the VM snapshot to be saved", 120,
+                             last=lambda: f"migration {state}", interval=(0.02, 0.02))
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.replace(path)
         if resume:
             self.qmp("cont")
 

@@ -22,7 +22,14 @@ from framework.cache import exclusive
 from framework.vm.accel import qemu_binary, select_accel
 from framework.vm.cache import cache_dir
 from framework.vm.docker import Machine
-from framework.vm.machine import DEFAULT_MEMORY_MIB, KERNEL_ARGS, SMP, TCG_CPU, VMRoot
+from framework.vm.machine import (
+    DEFAULT_MEMORY_MIB,
+    KERNEL_ARGS,
+    SMP,
+    SNAPSHOT_FORMAT,
+    TCG_CPU,
+    VMRoot,
+)
 
 
 @dataclass
@@ -62,7 +69,8 @@ def _key(root: VMRoot, accel: str, memory_mib: int) -> str:
     version = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True,
                              timeout=30, check=True).stdout
     parts = [root.digest, root.kernel.name, root.disk.name, root.initramfs.name, accel,
-             str(memory_mib), TCG_CPU, str(SMP[accel]), KERNEL_ARGS, version]
+             str(memory_mib), TCG_CPU, str(SMP[accel]), KERNEL_ARGS, SNAPSHOT_FORMAT,
+             version]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
