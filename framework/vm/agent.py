@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from framework.vm.guest_agent import (
+    CLOCK,
     CONNECT,
     EXIT,
     HEADER,
@@ -87,6 +88,11 @@ class Agent:
         stream, state = self._open()
         self._send(frame(PING, stream))
         return state.ready
+
+    def set_clock(self, seconds: float) -> None:
+        """Sets the guest's wall clock to `seconds` since the epoch (no answer: the agent
+        handles frames in order, so what is sent next sees the new time)."""
+        self._send(frame(CLOCK, 0, f"{seconds:.6f}".encode()))
 
     def run(self, command: str, timeout: float,
             stdin: io.BufferedIOBase | None = None) -> tuple[int, str]:

@@ -19,7 +19,7 @@ INPUT_END carry the host's bytes (a command's standard input, what the socket is
 their end; OUTPUT frames what the command prints or the socket answers; KILL ends a
 command's process group or a connection. EXIT ends a stream, with the command's status (a
 connection: 0 when the socket closed, 1 when it could not connect). PING is answered by
-READY.
+READY; CLOCK sets the wall clock (a restored VM's still says when it was saved).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import time
 HEADER = struct.Struct(">BII")  # frame type, stream id, payload length
 MAX_PAYLOAD = 1 << 20
 # Host to guest.
-RUN, CONNECT, INPUT, INPUT_END, KILL, PING = 1, 2, 3, 4, 5, 6
+RUN, CONNECT, INPUT, INPUT_END, KILL, PING, CLOCK = 1, 2, 3, 4, 5, 6, 7
 # Guest to host.
 OUTPUT, EXIT, READY = 11, 12, 13
 PORT_NAME = "org.cimages.agent"
@@ -232,6 +232,9 @@ class Agent:
         known = self.streams.get(stream)
         if kind == PING:
             self.send(READY, stream)
+        elif kind == CLOCK:
+            with contextlib.suppress(ValueError, OSError):
+                time.clock_settime(time.CLOCK_REALTIME, float(payload))
         elif kind in (RUN, CONNECT) and known is None:
             text = payload.decode("utf-8", "surrogateescape")
             try:

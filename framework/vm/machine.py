@@ -106,9 +106,6 @@ class QemuMachine(Target):
         # True while nothing ran in the VM since it was restored: its state is then exactly
         # the snapshot's, so a further snapshot can be derived from it (see docker.py).
         self.pristine = False
-        # After a restore the guest clock still says when the snapshot was taken: it is set
-        # by the first command run, which saves a round trip (a third of a second under TCG).
-        self._clock_stale = False
         self._console: Console | None = None
         self._qmp: QEMUMonitorProtocol | None = None
         self._ssh: paramiko.SSHClient | None = None
@@ -181,7 +178,9 @@ class QemuMachine(Target):
             self._resume_incoming()
         self._wait_for_agent()
         if self.snapshot is not None:
-            self._clock_stale = True
+            # The guest's clock still says when the snapshot was taken. The agent sets it
+            # before it reads the next frame (no round trip, no `date` exec).
+            self._agent.set_clock(time.time())
             self.pristine = True
 
     def restore(self, snapshot: Path) -> None:
@@ -352,10 +351,8 @@ class QemuMachine(Target):
 
     def _agent_for(self, doing: str) -> Agent:
         """The agent's connection, for a request that is not a command (an Engine API call,
-        a connection to a VM socket), with the guest's clock set first after a restore."""
+        a connection to a VM socket)."""
         self._ensure_up(doing)
-        if self._clock_stale:
-            self._run("true", self.scaled(30), doing=doing)
         assert self._agent is not None
         return self._agent
 
@@ -373,10 +370,6 @@ class QemuMachine(Target):
         shown = shown or command
         doing = doing or f"running `{shown}`"
         self._ensure_up(doing)
-        if self._clock_stale:
-            command = f"date -u -s @{time.time():.3f} >/dev/null 2>&1\n{command}"
-            self._clock_stale = False
-        self._ensure_started()
         assert self._agent is not None
         try:
             return self._agent.run(command, seconds, stdin)
@@ -410,8 +403,6 @@ class QemuMachine(Target):
         from framework.vm.interactive import shell
 
         self._ensure_up("starting a shell")
-        if self._clock_stale:
-            self._run("true", self.scaled(30))
         self.pristine = False
         return shell(self._client(), banner)
 
