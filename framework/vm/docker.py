@@ -307,7 +307,8 @@ class Machine(QemuMachine):
         # The container's main process is looked up once (its PID; 0 once stopped, nothing
         # for no such container), then checked with a builtin after each attempt: an API
         # call through curl and grep cost 390 ms of the one vCPU under TCG per attempt,
-        # taken from the container starting.
+        # taken from the container starting. A container restarted by its restart policy
+        # has a new PID, and so counts as stopped.
         pid = f"{CURL} {url} | grep -o '\"Pid\":[0-9]*'"
         running = (f'{{ : "${{cimages_pid:=$({pid})}}"; '
                    '[ -n "$cimages_pid" ] && [ -d "/proc/${cimages_pid#*:}" ]; }')
