@@ -423,18 +423,22 @@ class QemuMachine(Target):
         seconds = self.scaled(timeout)
         done = "-eq 0" if succeed else "-ne 0"
         # Builtins where possible (a subshell, not `bash -c`; $$, not mktemp): every exec
-        # costs tens of milliseconds under TCG.
+        # costs tens of milliseconds under TCG, and the loop shares the one vCPU with what
+        # it waits for. The pause between attempts is a `read -t` on a pipe nobody writes
+        # (a coprocess's output, one fork per wait; its stderr away from the agent's pipe)
+        # instead of an exec of sleep: 127 ms against 230 ms per 0.1 s pause under TCG.
         script = "\n".join([
             f"deadline=$((SECONDS + {int(seconds) + 1}))",
             "out=/tmp/.cimages-wait-$$",
             "trap 'rm -f \"$out\"' EXIT",
+            "coproc NAP { read -r; } 2>/dev/null",
             f"command={shlex.quote(command)}",
             "while :; do",
             "  ( eval \"$command\" ) >\"$out\" 2>&1 </dev/null",
             f"  if [ $? {done} ]; then cat \"$out\"; exit 0; fi",
             f"  if {give_up_if}; then cat \"$out\"; exit 3; fi" if give_up_if else "",
             "  if [ $SECONDS -ge $deadline ]; then cat \"$out\"; exit 1; fi",
-            "  sleep 0.1",
+            "  read -rt 0.1 -u \"${NAP[0]}\"",
             "done",
         ])
         what = awaited(command, succeed)
