@@ -15,7 +15,7 @@ from framework.atomic import write_atomic
 from framework.builder.current import build_current
 from framework.cache import exclusive
 from framework.errors import UserError
-from framework.sandbox.rootfs import unpacked_root
+from framework.sandbox.rootfs import prune_pool, unpacked_root
 from framework.vm import initramfs, rootdisk, vmlinux
 from framework.vm.cache import cache_dir
 from framework.vm.machine import VMRoot
@@ -133,4 +133,5 @@ def _boot_files(layers: list[Path], digest: str) -> tuple[Path, Path, Path]:
         cache.hold(file)
     write_atomic(record, json.dumps({"kernel": files[0].name, "initramfs": files[1].name}))
     cache.drop(root)
+    prune_pool(older_than_s=0)  # its files, unless another root shares them
     return files
