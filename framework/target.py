@@ -8,7 +8,7 @@ both tiers. A tier implements only its transport: `_execute` (run one shell comm
 in the target), `is_up`, and optionally `_ensure_started` (a target started on first use),
 `scaled` (timeouts stretched for a slow target), `_recent_output` (what its messages show of
 the target's own output) and `_wait_until` (a faster wait: the VM loops inside the guest in
-one SSH command instead of one round trip per attempt). The sandbox tier
+one command instead of one round trip per attempt). The sandbox tier
 (framework.sandbox.runner.Sandbox) and the VM tier (framework.vm.machine.QemuMachine) both
 build on it; neither imports the other.
 

@@ -1,6 +1,6 @@
 """Serves one host file, or a stream written on demand, to the VM over HTTP: QEMU's user
 networking lets the guest reach the host's loopback as 10.0.2.2, several times faster than
-pushing bytes through SSH."""
+pushing bytes through the agent's port (10 MB/s from host to guest)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 The vocabulary (succeed, fail, the waits, read_file) and the error family come from Target;
 this class starts the VM (a boot or a snapshot restore), runs commands through the VM's agent
 (agent.py: a virtio-serial port, no login to wait for after a restore) and says whether QEMU
-still runs; SSH serves interactive shells and host-side clients (docker_host). Its timeouts
+still runs; SSH serves interactive shells and --keep-vm's attach. Its timeouts
 are stretched for the accelerator (`scaled`), and its command waits loop inside the guest in
 one command (`_wait_until`).
 """
