@@ -25,7 +25,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from framework.cache import hold
@@ -398,13 +398,6 @@ class Machine(QemuMachine):
         return self.execute("cat /var/log/dockerd.log")[1]
 
 
-class _Stream(Protocol):
-    def recv(self, size: int) -> bytes: ...
-    def sendall(self, data: bytes) -> Any: ...
-    def fileno(self) -> int: ...
-    def close(self) -> None: ...
-
-
 class DockerTunnel:
     """A host unix socket whose every connection is carried to dockerd in the VM by a
     connection from `connect` (see Machine.docker_host for why)."""
@@ -444,8 +437,7 @@ class DockerTunnel:
             # connection only: the client sees its socket closed, as from a daemon that went
             # away.
             with contextlib.suppress(Exception):
-                remote = self._connect()
-                pump(client, remote, lambda: remote.shutdown(socket.SHUT_WR))
+                pump(client, self._connect())
         finally:
             with self._lock:
                 self._open.discard(client)
@@ -465,11 +457,11 @@ class DockerTunnel:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def pump(client: _Stream, remote: _Stream, half_close_remote: Callable[[], Any]) -> None:
+def pump(client: socket.socket, remote: socket.socket) -> None:
     """Copies bytes both ways between `client` and `remote` until `remote` ends. The client's
     end of input is passed on as a half-close, so a request still gets its whole reply; the
     remote's end ends the connection. Both are closed on return."""
-    sources: list[_Stream] = [client, remote]
+    sources = [client, remote]
     try:
         while True:
             ready, _, _ = select.select(sources, [], [])
@@ -478,7 +470,7 @@ def pump(client: _Stream, remote: _Stream, half_close_remote: Callable[[], Any])
                 if data:
                     remote.sendall(data)
                 else:
-                    half_close_remote()
+                    remote.shutdown(socket.SHUT_WR)
                     sources.remove(client)
             if remote in ready:
                 data = remote.recv(TUNNEL_BUFFER)
