@@ -1,17 +1,15 @@
-"""Serves one host file, or a stream written on demand, to the VM over HTTP: QEMU's user
-networking lets the guest reach the host's loopback as 10.0.2.2, several times faster than
-pushing bytes through the agent's port (10 MB/s from host to guest)."""
+"""Serves a stream written on demand to the VM over HTTP: QEMU's user networking lets the
+guest reach the host's loopback as 10.0.2.2, several times faster than pushing bytes through
+the agent's port (10 MB/s from host to guest)."""
 
 from __future__ import annotations
 
 import http.server
 import io
 import secrets
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import BinaryIO, cast
 
 GUEST_HOST_ADDR = "10.0.2.2"
@@ -49,9 +47,9 @@ class _Chunked(io.RawIOBase):
 
 
 @contextmanager
-def served(source: Path | Body) -> Iterator[str]:
-    """The URL, as the guest sees it, of the file `source` (or of what `source` writes when
-    it is fetched) while the context lasts."""
+def served(body: Body) -> Iterator[str]:
+    """The URL, as the guest sees it, of what `body` writes when it is fetched, while the
+    context lasts."""
     token = secrets.token_urlsafe(16)
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -63,17 +61,11 @@ def served(source: Path | Body) -> Iterator[str]:
                 return
             self.send_response(200)
             self.send_header("Connection", "close")
-            if isinstance(source, Path):
-                self.send_header("Content-Length", str(source.stat().st_size))
-                self.end_headers()
-                with source.open("rb") as data:
-                    shutil.copyfileobj(data, self.wfile, CHUNK)
-                return
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            body = _Chunked(self.wfile)
-            source(cast(BinaryIO, body))
-            body.finish()
+            chunked = _Chunked(self.wfile)
+            body(cast(BinaryIO, chunked))
+            chunked.finish()
 
         def log_message(self, *args: object) -> None:
             pass  # the VM's own command reports failures
