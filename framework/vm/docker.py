@@ -266,7 +266,7 @@ class Machine(QemuMachine):
                       network: str | None = None, detach: bool = True, options: str = "",
                       timeout: float = 120) -> str:
         """`docker run`: the container id when detached, else the container's output (and
-        CommandFailed if it exits non-zero; the container is removed then). `network`: a
+        CommandFailed if it exits non-zero), the container removed once it exited. `network`: a
         network from create_network (the container joins it instead of the default bridge
         and is found there by `name`). `options` is extra docker CLI text, passed as is to
         the CLI; without it this is Engine API calls (create, start; then wait, logs,

@@ -350,8 +350,8 @@ class QemuMachine(Target):
         return self._ssh
 
     def _agent_for(self, doing: str) -> Agent:
-        """The agent's connection, for a request that is not a command (an Engine API call,
-        a connection to a VM socket)."""
+        """The agent's connection, for a command or another request (an Engine API call, a
+        connection to a VM socket) that is `doing` something."""
         self._ensure_up(doing)
         assert self._agent is not None
         return self._agent
@@ -369,10 +369,9 @@ class QemuMachine(Target):
         the command it retries and the wait)."""
         shown = shown or command
         doing = doing or f"running `{shown}`"
-        self._ensure_up(doing)
-        assert self._agent is not None
+        agent = self._agent_for(doing)
         try:
-            return self._agent.run(command, seconds, stdin)
+            return agent.run(command, seconds, stdin)
         except CommandTimeout as err:
             raise WaitTimeout(f"`{shown}` to finish", seconds, err.output,
                               self._context()) from None
