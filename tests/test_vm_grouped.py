@@ -230,6 +230,9 @@ def test_nearest_earlier_load_shares_the_most_bytes_of_the_same_tags_and_parent(
     assert derived.nearest(parent, image("none", [[("z", b"z")], [("y", b"y")]],
                                          ["t:latest"])) is None
     assert derived.nearest(parent, image("untagged", [big, [("etc/x", b"1")]], [])) is None
+    record = old.with_suffix(derived.RECORD_SUFFIX)
+    record.write_text(record.read_text().replace(found.record.image_id, "../containers/x"))
+    assert derived.record_of(old) is None, "an image ID that is no digest is no record"
 
 
 def test_a_streamed_body_is_served_whole_and_a_failing_one_fails_the_transfer():

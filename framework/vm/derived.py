@@ -19,6 +19,7 @@ from pathlib import Path
 
 from framework.atomic import write_atomic
 from framework.cache import hold
+from framework.digests import is_digest
 from framework.vm.cache import cache_dir
 from framework.vm.grouped import RECIPE, GroupedImage
 
@@ -50,10 +51,13 @@ def derived_path(parent: Path, image_key: str) -> Path:
 
 def record_of(snapshot: Path) -> LoadRecord | None:
     """The load record saved with `snapshot`; None for a snapshot without one (or a record
-    that does not parse: the snapshot is then remade)."""
+    that does not parse, or names something other than digests: the snapshot is then
+    remade)."""
     with contextlib.suppress(OSError, ValueError, TypeError):
         record = LoadRecord(**json.loads(snapshot.with_suffix(RECORD_SUFFIX).read_text()))
-        if snapshot.exists() and len(record.chain_ids) == len(record.sizes):
+        # The image ID goes into an Engine API path (the replaced image's removal).
+        if snapshot.exists() and len(record.chain_ids) == len(record.sizes) \
+                and all(map(is_digest, [record.image_id, *record.chain_ids])):
             return record
     return None
 
