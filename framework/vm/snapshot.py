@@ -31,6 +31,26 @@ from framework.vm.machine import (
     VMRoot,
 )
 
+# Run before the booted snapshot is saved: one container start (a published port, curl),
+# so the pages of what every test's first container start and check read (the docker CLI,
+# containerd's shim, crun, the network hook, iptables, curl) are in the guest's page cache
+# of the snapshot instead of on its disk, read again by every restored VM (measured under
+# TCG: the first curl after a restore 0.52-0.60 s, against 0.29-0.39 s once run before).
+# The image is made of the host's /usr/bin/true and its libraries, and removed after.
+WARM_UP = """
+set -euo pipefail
+files=(usr/bin/true lib64/ld-linux-x86-64.so.2)
+/lib64/ld-linux-x86-64.so.2 --list /usr/bin/true | {
+    while read -r _ arrow library _; do
+        if [ "$arrow" = "=>" ]; then files+=("${library#/}"); fi
+    done
+    tar -chf - -C / "${files[@]}"
+} | docker import - cimages-warm-up:latest >/dev/null
+docker run --rm -p 127.0.0.1:9:9 cimages-warm-up:latest /usr/bin/true
+docker rmi cimages-warm-up:latest >/dev/null
+curl -s localhost:9 || true
+"""
+
 
 @dataclass
 class VMFactory:
@@ -70,7 +90,7 @@ def _key(root: VMRoot, accel: str, memory_mib: int) -> str:
                              timeout=30, check=True).stdout
     parts = [root.digest, root.kernel.name, root.disk.name, root.initramfs.name, accel,
              str(memory_mib), TCG_CPU, str(SMP[accel]), KERNEL_ARGS, SNAPSHOT_FORMAT,
-             version]
+             WARM_UP, version]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
@@ -100,6 +120,7 @@ def _boot_and_save(root: VMRoot, accel: str, memory_mib: int, path: Path) -> Non
         try:
             machine.start()
             machine.wait_for_docker()
+            machine.succeed(WARM_UP, timeout=120)
             machine.take_snapshot(path)
         finally:
             machine.crash()
