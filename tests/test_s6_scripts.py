@@ -127,6 +127,7 @@ def test_the_per_service_lines_carry_each_name_as_one_quoted_word():
         return [shlex.split(line) for line in text.splitlines() if line not in fixed]
 
     assert filled(scripts.stage2(plan), "stage2.sh") == [
+        ["await_svscan"],
         ["run_oneshot", pre.name, "||", "exit", "0"],
         ["supervise", HOSTILE],
         ["run_oneshot", post.name, "||", "exit", "0"],
@@ -139,6 +140,20 @@ def test_the_per_service_lines_carry_each_name_as_one_quoted_word():
         ["longrun_finished", HOSTILE, "false", "$1", "$2"]]
     assert filled(scripts.log(long_run), "log.sh") == [["exec", "/etc/s6/prefix", HOSTILE]]
     assert filled(scripts.check(long_run) or "", "check-file.sh") == [["[", "-e", "/ready", "]"]]
+
+
+def test_without_a_oneshot_pre_the_long_runs_start_with_s6_svscan():
+    """Their links are in the image's scan directory, and stage 2 only waits for them."""
+    plan = Plan(pre=[], long_runs=[service(HOSTILE), service("b")],
+                post=[service("c", "oneshot-post")])
+    links = {f.path: f.target for f in files_for(plan) if f.kind == "symlink"}
+    assert links == {f"/etc/s6/scan/{HOSTILE}": f"../services/{HOSTILE}",
+                     "/etc/s6/scan/b": "../services/b"}
+    order = [shlex.split(line) for line in scripts.stage2(plan).splitlines()
+             if line not in set(fixed_lines("stage2.sh"))]
+    assert order[0] == ["wait_for", "-u", HOSTILE, "b", "||", "exit", "0"]
+    with_pre = Plan(pre=[service("a", "oneshot-pre")], long_runs=plan.long_runs, post=[])
+    assert not [f for f in files_for(with_pre) if f.kind == "symlink"]
 
 
 def test_the_run_script_quotes_environment_user_directory_and_command():

@@ -71,6 +71,9 @@ def files_for(p: Plan) -> list[ImageFile]:
         files.append(_file(NOTIFY_RECORD, scripts.NOTIFY_RECORD_SCRIPT))
     for service in p.long_runs:
         files += _long_run(service)
+        if scripts.scanned_from_start(p):
+            files.append(ImageFile(f"/etc/s6/scan/{service.name}", kind="symlink",
+                                   target=f"../services/{service.name}"))
     for service in [*p.pre, *p.post]:
         files += _oneshot(service)
     return files

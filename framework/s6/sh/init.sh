@@ -4,13 +4,20 @@
 bb=/bin/busybox
 S6_STATE=${1:-/run/s6}
 export S6_STATE
-# A restarted container finds its previous state: start afresh.
-cd / && $bb mkdir -p "$S6_STATE" && cd "$S6_STATE" &&
-    $bb rm -rf scan services oneshots exitcode stopping stage2.pid svscan.pid &&
-    $bb cp -a /etc/s6/scan /etc/s6/services "$S6_STATE/" &&
-    $bb mkdir oneshots && echo $$ > svscan.pid ||
-    { echo "s6-init: cannot prepare the state directory $S6_STATE" >&2; exit 111; }
-cd /
+prepare() {
+    cd / || return
+    # A restarted container finds its previous state: start afresh. (A fresh one has none,
+    # and under TCG every exec counts.)
+    if [ -e "$S6_STATE" ]; then
+        cd "$S6_STATE" &&
+            $bb rm -rf scan services oneshots exitcode stopping stage2.pid svscan.pid &&
+            cd / || return
+    fi
+    $bb mkdir -p "$S6_STATE/oneshots" &&
+        $bb cp -a /etc/s6/scan /etc/s6/services "$S6_STATE/" &&
+        echo $$ > "$S6_STATE/svscan.pid"
+}
+prepare || { echo "s6-init: cannot prepare the state directory $S6_STATE" >&2; exit 111; }
 # s6-svscan finds s6-supervise through PATH; keep the caller's PATH, make sure of that one.
 case ":${PATH:-}:" in
     *:/usr/bin:*) ;;

@@ -2,7 +2,17 @@
 # Stage 2: the start order, fixed at build time.
 . /etc/s6/lib.sh
 
-# supervise NAME...: hand the long-runs to s6-svscan and wait until all are up.
+# await_svscan: until s6-svscan (started right after us) listens on its control pipe, before
+# anything that could stop the container (which tells it through that pipe).
+await_svscan() {
+    until /usr/bin/s6-svscanctl -a "$S6_STATE/scan" 2>/dev/null; do
+        stopping && exit 0
+        /bin/busybox sleep 0.01
+    done
+}
+
+# supervise NAME...: hand the long-runs to s6-svscan and wait until all are up. (An image
+# without oneshot-pre services has them in its scan directory from the start instead.)
 supervise() {
     stopping && exit 0
     for name; do
@@ -12,9 +22,4 @@ supervise() {
     wait_for -u "$@" || exit 0
 }
 
-# Wait until s6-svscan (started right after us) listens on its control pipe.
-until /usr/bin/s6-svscanctl -a "$S6_STATE/scan" 2>/dev/null; do
-    stopping && exit 0
-    /bin/busybox sleep 0.01
-done
 # @order: oneshot-pre, `supervise` the long-runs, oneshot-post (each after what it awaits)
