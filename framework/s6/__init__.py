@@ -12,6 +12,7 @@ Layout in the image:
     /etc/s6/lib.sh               shared shell functions (failure, shutdown, waits)
     /etc/s6/status               `status [STATE_DIR]`: one line per service; exit 0 = healthy
     /etc/s6/scan/.s6-svscan/     s6-svscan's finish and signal handlers
+    /etc/s6/scan/<name>          links to the long-runs when no oneshot-pre runs first
     /etc/s6/services/<name>/     long-run service directories (copied to the state dir)
     /etc/s6/oneshot/<name>/      oneshot `run` and `log` scripts
 """
