@@ -113,6 +113,10 @@ def docker_host() -> VMRoot:
                   user_key=user_key, host_key=host_key)
 
 
+def _write_record(record: Path, files: tuple[Path, Path, Path]) -> None:
+    write_atomic(record, json.dumps({"kernel": files[0].name, "initramfs": files[1].name}))
+
+
 def _boot_files(layers: list[Path], digest: str) -> tuple[Path, Path, Path]:
     """The kernel, initramfs and root disk of the root with this digest. Made from the
     unpacked root, which then goes (550 MB of cache the disk holds again): a record beside
@@ -122,6 +126,10 @@ def _boot_files(layers: list[Path], digest: str) -> tuple[Path, Path, Path]:
         known = json.loads(record.read_text())
         files = (cache_dir("kernels") / known["kernel"],
                  cache_dir("initramfs") / known["initramfs"], _disk_path(digest))
+        if files[0].suffix == ".bzimage" and files[0].is_file():
+            # Kept as a bzImage for want of its payload's format: supported since, maybe.
+            files = (vmlinux.bootable(files[0]), *files[1:])
+            _write_record(record, files)
         for file in files:
             cache.hold(file)
         if all(file.is_file() for file in files):
@@ -131,7 +139,7 @@ def _boot_files(layers: list[Path], digest: str) -> tuple[Path, Path, Path]:
              _disk(root, digest))
     for file in files:
         cache.hold(file)
-    write_atomic(record, json.dumps({"kernel": files[0].name, "initramfs": files[1].name}))
+    _write_record(record, files)
     cache.drop(root)
     prune_pool(older_than_s=0)  # its files, unless another root shares them
     return files
