@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from framework.target import CommandFailed
+
 
 @pytest.mark.image("s6")
 def test_s6_image_serves_nginx_under_its_init(vm, image):
@@ -11,7 +13,9 @@ def test_s6_image_serves_nginx_under_its_init(vm, image):
     vm.run_container(ref, name="s6web", ports={8001: 80})
     assert vm.wait_until_succeeds("curl -sf localhost:8001/", timeout=30) == "nginx under s6\n"
     # The init's status command answers inside the container, as a HEALTHCHECK would use it.
-    assert "nginx" in vm.succeed("docker exec s6web /etc/s6/status")
+    assert "nginx" in vm.container_exec("s6web", "/etc/s6/status")
+    with pytest.raises(CommandFailed, match=r"docker exec s6web /etc/s6/status /nowhere"):
+        vm.container_exec("s6web", "/etc/s6/status", "/nowhere")  # no such state: unhealthy
 
 
 @pytest.mark.image("example")

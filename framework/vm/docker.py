@@ -389,6 +389,26 @@ class Machine(QemuMachine):
         return demux_logs(self._engine_ok("GET", f"/containers/{container}/logs"
                                           "?stdout=1&stderr=1"))
 
+    def container_exec(self, name: str, *command: str, timeout: float = 120) -> str:
+        """`docker exec`: runs `command` in the running container `name` and returns its
+        output (stdout and stderr), or raises CommandFailed if it exits non-zero. Engine API
+        calls (create, start until it ends, inspect), not the CLI."""
+        if not command:
+            raise RequestRefused("container_exec needs a command to run in the container")
+        container = quote(name, safe="")
+        created = self._engine_ok("POST", f"/containers/{container}/exec",
+                                  {"Cmd": list(command), "AttachStdout": True,
+                                   "AttachStderr": True}, timeout=timeout)
+        exec_id = quote(str(json.loads(created)["Id"]), safe="")
+        output = demux_logs(self._engine_ok("POST", f"/exec/{exec_id}/start",
+                                            {"Detach": False, "Tty": False},
+                                            timeout=timeout))
+        status = int(self.api("GET", f"/exec/{exec_id}/json", timeout)["ExitCode"])
+        if status != 0:
+            raise CommandFailed(f"docker exec {name} {shlex.join(command)}", status, output,
+                                self._context())
+        return output
+
     def containers(self, timeout: float = TIMEOUT) -> list[str]:
         """Names of all containers, running or not."""
         listed = self.api("GET", "/containers/json?all=1", timeout)
