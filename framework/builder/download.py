@@ -28,14 +28,6 @@ from framework.cache import cache_dir
 from framework.errors import UserError
 
 PARALLEL = 6
-
-
-class PackageGone(UserError):
-    """A locked version is in neither the mirror nor the snapshot service (as reachable)."""
-
-    def __init__(self, package: LockedPackage, message: str) -> None:
-        self.package = package
-        super().__init__(message)
 TIMEOUT = 60  # seconds without a byte from the mirror
 # A failed name lookup or a dropped connection is retried, as apt does (Acquire::Retries):
 # seen once on this network while two pytest workers fetched ~200 .debs at once.
@@ -50,6 +42,14 @@ def snapshot_url() -> str:
 
 def cached_deb(package: LockedPackage) -> Path:
     return cache_dir("debs") / f"{package.sha256}.deb"
+
+
+class PackageGone(UserError):
+    """A locked version is in neither the mirror nor the snapshot service (as reachable)."""
+
+    def __init__(self, package: LockedPackage, message: str) -> None:
+        self.package = package
+        super().__init__(message)
 
 
 class _Transient(Exception):

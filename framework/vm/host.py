@@ -128,8 +128,10 @@ def _boot_files(layers: list[Path], digest: str) -> tuple[Path, Path, Path]:
                  cache_dir("initramfs") / known["initramfs"], _disk_path(digest))
         if files[0].suffix == ".bzimage" and files[0].is_file():
             # Kept as a bzImage for want of its payload's format: supported since, maybe.
-            files = (vmlinux.bootable(files[0]), *files[1:])
-            _write_record(record, files)
+            kernel = vmlinux.bootable(files[0])
+            if kernel != files[0]:
+                files = (kernel, *files[1:])
+                _write_record(record, files)
         for file in files:
             cache.hold(file)
         if all(file.is_file() for file in files):
